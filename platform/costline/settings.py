@@ -1,0 +1,230 @@
+"""Costline settings: every knob comes from the environment (12-factor).
+
+One module, read top to bottom. The small `env_*` helpers parse and validate each variable and stop
+start-up with a message naming the variable when a value is wrong, so a typo never turns into a silent
+default. Every variable is listed in the README.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent.parent  # the checkout: manage.py lives here
+DATA_DIR = Path(os.environ.get("COSTLINE_DATA_DIR", BASE_DIR / ".costline"))
+
+
+def env_str(name: str, default: str | None = None) -> str:
+    value = os.environ.get(name, default)
+    if value is None:
+        raise ImproperlyConfigured(f"{name} is required: set it in the environment (see README).")
+    return value
+
+
+def env_int(name: str, default: int, *, minimum: int | None = None) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be an integer, got {raw!r}.") from None
+    if minimum is not None and value < minimum:
+        raise ImproperlyConfigured(f"{name} must be at least {minimum}, got {value}.")
+    return value
+
+
+def env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be a number, got {raw!r}.") from None
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def env_bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    if raw.lower() in _TRUE:
+        return True
+    if raw.lower() in _FALSE:
+        return False
+    raise ImproperlyConfigured(f"{name} must be true or false, got {raw!r}.")
+
+
+def env_list(name: str, default: list[str]) -> list[str]:
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+def database_from_url(url: str) -> dict[str, object]:
+    """Django's DATABASES entry for a `postgres://user:pass@host:port/name?opt=…` URL.
+
+    A `host=/path` query option (libpq style) selects a Unix socket directory.
+    """
+    parts = urlsplit(url)
+    if parts.scheme not in {"postgres", "postgresql"}:
+        raise ImproperlyConfigured(
+            f"DATABASE_URL must start with postgres:// or postgresql://, got {parts.scheme!r}."
+        )
+    options = dict(parse_qsl(parts.query))
+    host = options.pop("host", None) or unquote(parts.hostname or "")
+    name = unquote(parts.path.lstrip("/")) or "postgres"
+    return {
+        "ENGINE": "django.db.backends.postgresql",
+        "NAME": name,
+        "USER": unquote(parts.username or ""),
+        "PASSWORD": unquote(parts.password or ""),
+        "HOST": host,
+        "PORT": str(parts.port or ""),
+        "OPTIONS": options,
+        # Persistent connections: the web app and workers reuse them between requests.
+        "CONN_MAX_AGE": env_int("COSTLINE_DB_CONN_MAX_AGE", 60, minimum=0),
+        "CONN_HEALTH_CHECKS": True,
+        "TEST": {"NAME": os.environ.get("COSTLINE_TEST_DATABASE_NAME") or f"test_{name}"},
+    }
+
+
+def _database_url() -> str:
+    url = os.environ.get("DATABASE_URL")
+    if url:
+        return url
+    # No server configured: run an embedded PostgreSQL (pgserver) with its data under DATA_DIR.
+    from costline.embedded import embedded_postgres_url
+
+    url = embedded_postgres_url(DATA_DIR / "pgdata")
+    os.environ["DATABASE_URL"] = url  # child processes (collector, workers) share the same server
+    return url
+
+
+DEBUG = env_bool("COSTLINE_DEBUG", False)
+SECRET_KEY = os.environ.get("COSTLINE_SECRET_KEY") or ""
+if not SECRET_KEY:
+    if not DEBUG and env_bool("COSTLINE_REQUIRE_SECRET_KEY", False):
+        raise ImproperlyConfigured("COSTLINE_SECRET_KEY is required in production (a long random string).")
+    # Development fallback: stable per checkout so sessions survive restarts; never used in production
+    # because docker-compose sets COSTLINE_REQUIRE_SECRET_KEY=true.
+    SECRET_KEY = "dev-insecure-" + str(BASE_DIR)
+
+ALLOWED_HOSTS = env_list("COSTLINE_ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]", "testserver"])
+CSRF_TRUSTED_ORIGINS = env_list("COSTLINE_CSRF_TRUSTED_ORIGINS", [])
+SITE_URL = env_str("COSTLINE_SITE_URL", "http://localhost:8000").rstrip("/")
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "drf_spectacular",
+    "costline.tenancy",
+    "costline.usage",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "costline.urls"
+WSGI_APPLICATION = "costline.wsgi.application"
+ASGI_APPLICATION = "costline.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASE_URL = _database_url()
+DATABASES = {"default": database_from_url(DATABASE_URL)}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_USER_MODEL = "tenancy.User"
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"  # storage and server clock; organisations display in their own time zone
+USE_I18N = False
+USE_TZ = True
+
+STATIC_URL = "/static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "costline.tenancy.auth.ApiTokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Costline API",
+    "DESCRIPTION": "LLM calls, usage, budgets and recommendations of one organisation.",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env_str("COSTLINE_LOG_LEVEL", "INFO")},
+    "loggers": {"django.db.backends": {"level": "WARNING"}},
+}
+
+# --- Collector (OTLP receiver) -------------------------------------------------------------------
+COLLECTOR_HTTP_HOST = env_str("COSTLINE_COLLECTOR_HOST", "0.0.0.0")  # noqa: S104 - a network service
+COLLECTOR_HTTP_PORT = env_int("COSTLINE_COLLECTOR_HTTP_PORT", 4318, minimum=0)
+COLLECTOR_GRPC_PORT = env_int("COSTLINE_COLLECTOR_GRPC_PORT", 4317, minimum=0)
+# The OTLP spec recommends accepting at least 64 MiB; a body is measured before and after gzip.
+COLLECTOR_MAX_BODY_BYTES = env_int("COSTLINE_COLLECTOR_MAX_BODY_BYTES", 64 * 1024 * 1024, minimum=1024)
+# Exports written at once; more wait in line, and beyond COLLECTOR_MAX_QUEUED the collector answers 429.
+COLLECTOR_MAX_CONCURRENT_WRITES = env_int("COSTLINE_COLLECTOR_MAX_CONCURRENT_WRITES", 4, minimum=1)
+COLLECTOR_MAX_QUEUED = env_int("COSTLINE_COLLECTOR_MAX_QUEUED", 64, minimum=0)
+COLLECTOR_RETRY_AFTER_SECONDS = env_int("COSTLINE_COLLECTOR_RETRY_AFTER_SECONDS", 5, minimum=1)
+# How long a resolved ingest key is trusted before it is looked up again (revocation delay).
+COLLECTOR_KEY_CACHE_SECONDS = env_float("COSTLINE_COLLECTOR_KEY_CACHE_SECONDS", 10.0)
+
+# --- Raw data --------------------------------------------------------------------------------------
+RAW_RETENTION_DAYS = env_int("COSTLINE_RAW_RETENTION_DAYS", 30, minimum=1)
+# Spans stamped further in the future than this are rejected (a wrong clock), never stored.
+MAX_FUTURE_SKEW_SECONDS = env_int("COSTLINE_MAX_FUTURE_SKEW_SECONDS", 24 * 3600, minimum=0)
