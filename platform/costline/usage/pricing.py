@@ -67,6 +67,9 @@ _OTEL_PROVIDERS = {
     "together": "together_ai",
 }
 
+# Providers that make the models they sell, tried in order when a span names no provider.
+_MODEL_MAKERS = ("openai", "anthropic", "google", "mistral", "cohere", "x-ai", "deepseek", "meta", "voyageai")
+
 MTOK = Decimal(1_000_000)
 _BILLABLE_USAGE_KEYS = frozenset(
     {
@@ -264,15 +267,25 @@ def catalogue_model(provider: str | None, model: str) -> CatalogueModel | None:
         return None
     provider_id = _CATALOGUE_PROVIDERS.get(provider or "")
     snapshot = data_snapshot.get_snapshot()
+    if provider_id is None and provider is not None:
+        return None  # a provider the catalogue does not cover
     try:
-        if provider_id is not None:
-            found_provider, info = snapshot.find_provider_model(model, None, provider_id, None)
-        elif provider is None:
-            found_provider, info = snapshot.find_provider_model(model, None, None, None)
-        else:
-            return None  # a provider the catalogue does not cover
+        found_provider, info = snapshot.find_provider_model(model, None, provider_id, None)
     except LookupError:
-        return None
+        if provider_id is not None:
+            return None
+        # The span named no provider and the catalogue's own inference knows no provider whose
+        # naming scheme fits (text-embedding-3-small): look among the model makers' own catalogues,
+        # never a reseller's, whose prices differ.
+        for maker in _MODEL_MAKERS:
+            found_provider = next((p for p in snapshot.providers if p.id == maker), None)
+            info = (
+                found_provider.find_model(model, all_providers=snapshot.providers) if found_provider else None
+            )
+            if found_provider is not None and info is not None:
+                break
+        else:
+            return None
     return CatalogueModel(provider_id=found_provider.id, model_id=info.id, info=info)
 
 
