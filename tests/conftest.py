@@ -11,8 +11,10 @@ import asyncio
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -96,6 +98,30 @@ class RunningCollector:
     sink: object  # costline.usage.ingest.PostgresSink
 
 
+@contextmanager
+def serving(server: Any) -> Iterator[None]:
+    """Run a collector.server.CollectorServer in a background thread until the block ends."""
+    ready = threading.Event()
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            asyncio.run(_serve(server, ready))
+        except BaseException as exc:  # surfaced to the caller below
+            errors.append(exc)
+            ready.set()
+
+    thread = threading.Thread(target=run, name="collector", daemon=True)
+    thread.start()
+    if not ready.wait(30) or errors:
+        raise RuntimeError(f"the collector did not start: {errors}")
+    try:
+        yield
+    finally:
+        server.stop()
+        thread.join(timeout=30)
+
+
 @pytest.fixture(scope="session")
 def collector(django_db_setup: None, django_db_blocker: object) -> Iterator[RunningCollector]:
     """One real collector (OTLP/HTTP and OTLP/gRPC on free ports) for the whole run."""
@@ -106,38 +132,19 @@ def collector(django_db_setup: None, django_db_blocker: object) -> Iterator[Runn
     sink.key_cache_seconds = 0  # a revoked key must be refused at once in tests
     # A small limit keeps the 413 tests fast; the default (64 MiB) is the OTLP recommendation.
     server.app.max_body_bytes = 4 * 1024 * 1024
-    loop_ready = threading.Event()
-    errors: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            asyncio.run(_serve(server, loop_ready))
-        except BaseException as exc:  # surfaced to the test session below
-            errors.append(exc)
-            loop_ready.set()
-
-    thread = threading.Thread(target=run, name="collector", daemon=True)
-    thread.start()
-    if not loop_ready.wait(30) or errors:
-        raise RuntimeError(f"the collector did not start: {errors}")
-    yield RunningCollector(
-        http_url=f"http://127.0.0.1:{server.ports.http}",
-        grpc_target=f"127.0.0.1:{server.ports.grpc}",
-        server=server,
-        sink=sink,
-    )
-    server.stop()
-    thread.join(timeout=30)
+    with serving(server):
+        yield RunningCollector(
+            http_url=f"http://127.0.0.1:{server.ports.http}",
+            grpc_target=f"127.0.0.1:{server.ports.grpc}",
+            server=server,
+            sink=sink,
+        )
 
 
-async def _serve(server: object, ready: threading.Event) -> None:
-    task = asyncio.create_task(server.serve())  # type: ignore[attr-defined]
-    while not server.started.is_set():  # type: ignore[attr-defined]
-        if task.done():
-            await task
-        await asyncio.sleep(0.01)
+async def _serve(server: Any, ready: threading.Event) -> None:
+    task = asyncio.create_task(server.serve())
     # uvicorn binds after `started`; wait until it accepts connections.
-    while server.uvicorn is None or not server.uvicorn.started:  # type: ignore[attr-defined]
+    while server.uvicorn is None or not server.uvicorn.started:
         if task.done():
             await task
         await asyncio.sleep(0.01)

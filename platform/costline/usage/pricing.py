@@ -278,11 +278,10 @@ def catalogue_model(provider: str | None, model: str) -> CatalogueModel | None:
         # naming scheme fits (text-embedding-3-small): look among the model makers' own catalogues,
         # never a reseller's, whose prices differ.
         for maker in _MODEL_MAKERS:
-            found_provider = next((p for p in snapshot.providers if p.id == maker), None)
-            info = (
-                found_provider.find_model(model, all_providers=snapshot.providers) if found_provider else None
-            )
-            if found_provider is not None and info is not None:
+            candidate = next((p for p in snapshot.providers if p.id == maker), None)
+            made = candidate.find_model(model, all_providers=snapshot.providers) if candidate else None
+            if candidate is not None and made is not None:
+                found_provider, info = candidate, made
                 break
         else:
             return None

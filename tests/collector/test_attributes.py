@@ -1,0 +1,36 @@
+"""The decoder keeps every attribute the normaliser reads (and drops message content)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import collector.normalise
+from collector.attributes import wanted
+
+# Dotted names in the normaliser that are values, not attribute keys (hosts, scopes, suffixes).
+NOT_ATTRIBUTES = re.compile(
+    r"(\.com|\.ai|googleapis|openai\.azure|api\.|^com\.|\.sdk$|^\.|^ai\.stream\.firstChunk$|"
+    r"^(aws|az|azure|gcp|ibm)\.|^exception\.type$)"
+)
+
+
+def test_every_attribute_the_normaliser_reads_survives_decoding() -> None:
+    source = Path(collector.normalise.__file__).read_text()
+    names = set(re.findall(r'"([a-z_]+(?:\.[A-Za-z0-9_]+)+\.?)"', source))
+    attribute_names = {n for n in names if not NOT_ATTRIBUTES.search(n)}
+
+    missing = sorted(n for n in attribute_names if not wanted(n) and not wanted(n + "x"))
+
+    assert len(attribute_names) > 100
+    assert missing == []
+
+
+def test_message_content_is_not_kept() -> None:
+    for key in (
+        "gen_ai.input.messages",
+        "gen_ai.output.messages",
+        "langfuse.observation.input",
+        "input.value",
+    ):
+        assert not wanted(key)
