@@ -8,13 +8,15 @@ import grpc
 from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
-from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
-from collector.otlp import decode_message
+from collector.otlp import MalformedExport, decode_protobuf
 from collector.pipeline import Overloaded, Pipeline, Unauthenticated
 from collector.sink import SinkUnavailable
 
 logger = logging.getLogger(__name__)
+
+SERVICE_NAME = "opentelemetry.proto.collector.trace.v1.TraceService"
 
 
 def _retryable(message: str, retry_after_seconds: int) -> grpc.Status:
@@ -26,19 +28,21 @@ def _retryable(message: str, retry_after_seconds: int) -> grpc.Status:
     )
 
 
-class TraceService(trace_service_pb2_grpc.TraceServiceServicer):
+class TraceService:
+    """TraceService/Export, handed the request's raw bytes so the collector's own reader decodes them."""
+
     def __init__(self, pipeline: Pipeline, *, retry_after_seconds: int) -> None:
         self.pipeline = pipeline
         self.retry_after_seconds = retry_after_seconds
 
-    async def Export(
-        self, request: trace_service_pb2.ExportTraceServiceRequest, context: grpc.aio.ServicerContext
-    ) -> trace_service_pb2.ExportTraceServiceResponse:
+    async def export(self, body: bytes, context: grpc.aio.ServicerContext) -> bytes:
         metadata = dict(context.invocation_metadata() or ())
         try:
             tenant = await self.pipeline.authenticate(metadata.get("authorization"))
             async with self.pipeline.admitted():
-                outcome = await self.pipeline.export(tenant, decode_message(request))
+                outcome = await self.pipeline.export(tenant, decode_protobuf(body))
+        except MalformedExport as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         except Unauthenticated as exc:
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(exc))
         except Overloaded as exc:
@@ -58,7 +62,7 @@ class TraceService(trace_service_pb2_grpc.TraceServiceServicer):
         if outcome.rejected_spans or outcome.message:
             response.partial_success.rejected_spans = outcome.rejected_spans
             response.partial_success.error_message = outcome.message
-        return response
+        return response.SerializeToString()
 
 
 def make_server(pipeline: Pipeline, *, max_message_bytes: int, retry_after_seconds: int) -> grpc.aio.Server:
@@ -68,7 +72,11 @@ def make_server(pipeline: Pipeline, *, max_message_bytes: int, retry_after_secon
             ("grpc.max_send_message_length", 4 * 1024 * 1024),
         ]
     )
-    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(
-        TraceService(pipeline, retry_after_seconds=retry_after_seconds), server
+    service = TraceService(pipeline, retry_after_seconds=retry_after_seconds)
+    # No request deserializer: the handler receives the bytes (and no response serializer: it returns
+    # bytes), the same path as OTLP/HTTP protobuf bodies.
+    handler = grpc.method_handlers_generic_handler(
+        SERVICE_NAME, {"Export": grpc.unary_unary_rpc_method_handler(service.export)}
     )
+    server.add_generic_rpc_handlers((handler,))
     return server

@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +22,12 @@ from opentelemetry.proto.common.v1 import common_pb2
 from collector.attributes import _decisions, wanted
 
 PROTOBUF = "application/x-protobuf"
+_NOT_PROTOBUF = (
+    "the body is not a valid OTLP ExportTraceServiceRequest protobuf ({}); "
+    "send the serialized message with Content-Type: application/x-protobuf"
+)
+_UNSET: Any = object()
+_decode_wire: Any = _UNSET
 JSON = "application/json"
 
 STATUS_CODE_ERROR = 2
@@ -118,14 +124,31 @@ def _pb_span_attrs(kvs: Any) -> dict[str, Any]:
     return out
 
 
+def _wire_decoder() -> Callable[[bytes], DecodedExport] | None:
+    """The direct wire-format reader, when compiled (interpreted, it is slower than the message one)."""
+    from collector import wire
+
+    return wire.decode_protobuf_wire if str(getattr(wire, "__file__", "")).endswith(".so") else None
+
+
 def decode_protobuf(body: bytes) -> DecodedExport:
+    global _decode_wire
+    if _decode_wire is _UNSET:
+        _decode_wire = _wire_decoder()
+    if _decode_wire is not None:
+        try:
+            return _decode_wire(body)
+        except (MalformedExport, IndexError, ValueError) as exc:
+            raise MalformedExport(_NOT_PROTOBUF.format(exc)) from None
+    return decode_protobuf_message(body)
+
+
+def decode_protobuf_message(body: bytes) -> DecodedExport:
+    """Decode through the protobuf runtime's message classes."""
     try:
         request = trace_service_pb2.ExportTraceServiceRequest.FromString(body)
     except DecodeError as exc:
-        raise MalformedExport(
-            f"the body is not a valid OTLP ExportTraceServiceRequest protobuf ({exc}); "
-            "send the serialized message with Content-Type: application/x-protobuf"
-        ) from None
+        raise MalformedExport(_NOT_PROTOBUF.format(exc)) from None
     return decode_message(request)
 
 

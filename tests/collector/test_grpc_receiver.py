@@ -89,3 +89,17 @@ def test_it_answers_unavailable_with_a_retry_delay_when_overloaded(
     retry = error_details_pb2.RetryInfo()
     assert status.details[0].Unpack(retry)
     assert retry.retry_delay.seconds > 0
+
+
+def test_it_answers_invalid_argument_for_a_malformed_message(
+    collector: RunningCollector, tenant: TenantKeys
+) -> None:
+    with grpc.insecure_channel(collector.grpc_target) as channel:
+        export_raw = channel.unary_unary("/opentelemetry.proto.collector.trace.v1.TraceService/Export")
+        with pytest.raises(grpc.RpcError) as failure:
+            export_raw(
+                b"\x0a\xff\xff\xff", metadata=[("authorization", f"Bearer {tenant.ingest_key}")], timeout=30
+            )
+
+    assert failure.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "not a valid OTLP ExportTraceServiceRequest" in (failure.value.details() or "")

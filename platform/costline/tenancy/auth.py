@@ -45,6 +45,14 @@ class ApiTokenAuthentication(BaseAuthentication):
                 "Unknown or revoked API token. Create a token in Settings → API tokens "
                 "(or with `python manage.py create_tenant`) and send it as 'Authorization: Bearer <token>'."
             )
+        if (
+            token.user is not None
+            and not token.user.memberships.filter(organization=token.organization).exists()
+        ):
+            raise AuthenticationFailed(
+                "This API token belongs to a person who is no longer a member of its organisation; "
+                "ask an admin for an organisation token or a new membership."
+            )
         now = timezone.now()
         if token.last_used_at is None or now - token.last_used_at > LAST_USED_RESOLUTION:
             ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)

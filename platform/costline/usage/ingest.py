@@ -10,26 +10,22 @@ id, span id, start time) and the lookup skips spans already stored.
 from __future__ import annotations
 
 import asyncio
-import fnmatch
-import json
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
-from decimal import Decimal
+from datetime import date, datetime, timedelta
 from typing import Any
 
 import psycopg
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from collector.pipeline import Pipeline
-from collector.records import Batch, CallRecord
+from collector.records import Batch
 from collector.server import CollectorServer
 from collector.sink import SinkUnavailable, TenantRef, WriteResult
 from costline.tenancy.keys import INGEST_KEY_PREFIX, hash_secret
 from costline.usage.partitions import day_of, ensure_partitions_async, existing_days_async, partition_name
-from costline.usage.pricing import Override, Price, TokenUsage, price_call
+from costline.usage.pricing import Override
 from costline.usage.reconcile import (
     ContextUpdate,
     Plan,
@@ -38,10 +34,10 @@ from costline.usage.reconcile import (
     plan_nested,
     plan_root_updates,
 )
+from costline.usage.rows import PreparedRows, TenantContext, ns_to_datetime
 
 logger = logging.getLogger(__name__)
 
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # Spans of one trace or one provider request lie close together in time; the lookups are bounded to
 # this window around the export so that only a few daily partitions are searched.
 LOOKUP_WINDOW = timedelta(days=1)
@@ -101,34 +97,10 @@ _STORED_COLUMNS = (
 )
 
 
-def ns_to_datetime(ns: int) -> datetime:
-    return EPOCH + timedelta(microseconds=ns // 1000)
-
-
 def tenant_lock_key(organization_id: int) -> int:
     # One advisory lock per tenant: exports of one tenant reconcile one at a time; tenants never wait
     # for each other. (Per-trace locks would need thousands of lock-table slots per export.)
     return (0x434C << 48) | organization_id
-
-
-@dataclass
-class TenantContext:
-    overrides: list[Override]
-    project_by_slug: dict[str, int]
-    project_patterns: list[tuple[str, int]]
-    loaded_at: float = field(default_factory=time.monotonic)
-
-    def project_for(self, call: CallRecord, default: int | None) -> int | None:
-        if call.project_slug is not None:
-            found = self.project_by_slug.get(call.project_slug.lower())
-            if found is not None:
-                return found
-        if default is not None:
-            return default
-        for pattern, project_id in self.project_patterns:
-            if call.service and fnmatch.fnmatchcase(call.service, pattern):
-                return project_id
-        return None
 
 
 def conninfo_from_settings(database: dict[str, Any]) -> str:
@@ -483,72 +455,6 @@ def _update_params(org: int, update: ContextUpdate) -> dict[str, Any]:
     }
 
 
-class PreparedRows:
-    """Prices and COPY rows of one export, computed before the tenant lock is taken.
-
-    Reconciling may still change a call's attribution (a stored root supplies its feature, a dropped
-    wrapper its user); such a call's row is formatted again when it is written.
-    """
-
-    def __init__(self, batch: Batch, ctx: TenantContext, tenant: TenantRef) -> None:
-        self.now = datetime.now(UTC).isoformat()
-        self.org = str(tenant.organization_id)
-        self.prices: dict[int, Price] = {}
-        self.starts: dict[int, str] = {}
-        self.lines: dict[int, tuple[tuple[Any, ...], str]] = {}
-        for call in batch.calls:
-            start = ns_to_datetime(call.start_ns)
-            price = _price(call, start, ctx.overrides)
-            key = id(call)
-            self.prices[key] = price
-            self.starts[key] = start.isoformat()
-            self.lines[key] = (
-                _attribution(call),
-                _copy_line(
-                    self.org,
-                    call,
-                    price,
-                    ctx.project_for(call, tenant.project_id),
-                    self.starts[key],
-                    self.now,
-                ),
-            )
-        roots = [r for r in batch.roots if r.start_ns > 0]
-        self.root_rows = [
-            (
-                tenant.organization_id,
-                r.trace_id,
-                ns_to_datetime(r.start_ns),
-                r.feature,
-                r.user_id,
-                r.session_id,
-            )
-            for r in roots
-        ]
-        self.root_lines = "".join(
-            f"{self.org}\t{trace}\t{moment.isoformat()}\t{_text(feature)}\t{_text(user)}\t{_text(session)}\n"
-            for _, trace, moment, feature, user, session in self.root_rows
-        )
-
-    def line(self, call: CallRecord, ctx: TenantContext, default_project: int | None) -> str:
-        attribution, line = self.lines[id(call)]
-        if attribution == _attribution(call):
-            return line
-        key = id(call)
-        return _copy_line(
-            self.org,
-            call,
-            self.prices[key],
-            ctx.project_for(call, default_project),
-            self.starts[key],
-            self.now,
-        )
-
-
-def _attribution(call: CallRecord) -> tuple[Any, ...]:
-    return (call.feature, call.feature_source, call.user_id, call.session_id, call.tags, call.project_slug)
-
-
 _INSERT_ROOT = (
     "INSERT INTO usage_traceroot (tenant_id, trace_id, start_time, feature, user_id, session_id) "
     "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING"
@@ -578,88 +484,6 @@ async def _query_stored(
     for _ in days:
         values.extend([org, *params])
     return await conn.execute(" UNION ALL ".join(parts), values)
-
-
-def _price(call: CallRecord, start: datetime, overrides: list[Override]) -> Price:
-    return price_call(
-        provider=call.provider,
-        request_model=call.request_model,
-        response_model=call.response_model,
-        operation=call.operation,
-        usage=TokenUsage(
-            call.input_tokens,
-            call.output_tokens,
-            call.cache_read_tokens,
-            call.cache_write_tokens,
-            call.reasoning_tokens,
-        ),
-        when=start,
-        failed=call.status == "error",
-        overrides=overrides,
-    )
-
-
-_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
-NULL = "\\N"
-
-
-def _text(value: str | None) -> str:
-    if value is None:
-        return NULL
-    if "\\" in value or "\t" in value or "\n" in value or "\r" in value:
-        return value.translate(_COPY_ESCAPES)
-    return value
-
-
-def _num(value: int | float | Decimal | None) -> str:
-    return NULL if value is None else str(value)
-
-
-def _copy_line(org: str, call: CallRecord, price: Price, project_id: int | None, start: str, now: str) -> str:
-    """One row of COPY text format. psycopg's generic row formatter costs ~9 µs a row; this, ~3 µs."""
-    streaming = call.streaming
-    return "\t".join(
-        (
-            org,
-            call.trace_id,
-            call.span_id,
-            start,
-            call.parent_span_id,
-            now,
-            _text(call.service),
-            _text(call.environment),
-            _num(project_id),
-            _text(call.feature),
-            _text(call.feature_source),
-            _text(call.user_id),
-            _text(call.session_id),
-            _text(json.dumps(call.tags)) if call.tags else NULL,
-            _text(price.provider or "unknown"),
-            call.operation,
-            _text(call.request_model),
-            _text(call.response_model),
-            _text(price.model[:200]),
-            _num(call.input_tokens),
-            _num(call.output_tokens),
-            _num(call.cache_read_tokens),
-            _num(call.cache_write_tokens),
-            _num(call.reasoning_tokens),
-            _num(price.cost_usd),
-            _num(call.emitter_cost_usd),
-            _text(price.source),
-            _text(price.version),
-            _num(call.latency_ms),
-            _num(call.ttft_ms),
-            NULL if streaming is None else ("t" if streaming else "f"),
-            call.status,
-            _text(call.error_type),
-            _text(call.finish_reason),
-            _text(call.response_id),
-            _text(call.request_id),
-            _text(call.emitter),
-            call.emitter_kind,
-        )
-    )
 
 
 def build_collector(*, host: str, http_port: int, grpc_port: int) -> CollectorServer:
