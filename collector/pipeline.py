@@ -47,7 +47,7 @@ def secret_from_authorization(header: str | None) -> str:
     if not header:
         raise Unauthenticated(
             "missing ingest key: send 'Authorization: Bearer <ingest key>' "
-            "(OTEL_EXPORTER_OTLP_HEADERS='Authorization=Bearer <ingest key>')"
+            "(OTEL_EXPORTER_OTLP_HEADERS='Authorization=Bearer%20<ingest key>')"
         )
     scheme, _, value = header.strip().partition(" ")
     value = value.strip()

@@ -1,0 +1,99 @@
+import os
+import signal
+import sys
+from types import FrameType
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import connections
+
+from costline.launcher import (
+    ChildExited,
+    DemoCredentials,
+    PortBusy,
+    Process,
+    Supervisor,
+    ensure_demo_credentials,
+    reachable_host,
+)
+from costline.settings import env_int
+
+# The first start of the embedded PostgreSQL and the collector's price catalogue take a few seconds on
+# a laptop; a minute means something is wrong.
+READY_TIMEOUT_SECONDS = 60.0
+
+
+class Command(BaseCommand):
+    help = (
+        "Run Costline locally until Ctrl-C: seed the demo organisation, start the collector and the web "
+        "app, print their URLs and the demo credentials. `make run` migrates first, then calls this."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "--web-port",
+            type=int,
+            default=env_int("COSTLINE_WEB_PORT", 8000, minimum=1),
+            help="port of the web app on 127.0.0.1 (default: COSTLINE_WEB_PORT, else 8000)",
+        )
+
+    def handle(self, *args: object, **options: object) -> None:
+        web_port = int(str(options["web_port"]))
+        demo = ensure_demo_credentials(settings.DATA_DIR / "demo-credentials.json")
+        connections.close_all()  # the children open their own; this process only supervises from here
+
+        python, manage = sys.executable, str(settings.BASE_DIR / "manage.py")
+        http_port, grpc_port = settings.COLLECTOR_HTTP_PORT, settings.COLLECTOR_GRPC_PORT
+        collector_host = reachable_host(settings.COLLECTOR_HTTP_HOST)
+        web = [python, "-m", "gunicorn", "costline.wsgi:application", "--bind", f"127.0.0.1:{web_port}"]
+        web += ["--workers", "2", "--access-logfile", "-"]
+        supervisor = Supervisor(
+            [
+                Process("collector", [python, manage, "collector"], (http_port, grpc_port), collector_host),
+                Process("web", web, (web_port,)),
+            ],
+            # DATABASE_URL is in the environment: set by the user, or exported by the settings when they
+            # started the embedded PostgreSQL, which this process holds until the children are stopped.
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            cwd=settings.BASE_DIR,
+            output=sys.stdout,
+        )
+
+        def stop(signum: int, frame: FrameType | None) -> None:
+            supervisor.request_stop()
+
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, stop)
+        try:
+            supervisor.start()
+            if supervisor.wait_ready(READY_TIMEOUT_SECONDS):
+                supervisor.announce(banner(demo, web_port=web_port, http_port=http_port, grpc_port=grpc_port))
+                supervisor.wait()
+        except (ChildExited, PortBusy, TimeoutError) as exc:
+            raise CommandError(str(exc)) from None
+        finally:
+            supervisor.stop()
+        self.stdout.write("Costline stopped.")
+
+
+def banner(demo: DemoCredentials, *, web_port: int, http_port: int, grpc_port: int) -> str:
+    web = f"http://localhost:{web_port}"
+    rule = "-" * 78
+    return f"""{rule}
+Costline is ready.
+
+  Web app       {web}/  (REST API under /api/v1/)
+  OTLP/HTTP     http://localhost:{http_port}  (POST /v1/traces)
+  OTLP/gRPC     localhost:{grpc_port}
+  Organisation  {demo.organization_name} (id {demo.organization_id})
+  Ingest key    {demo.ingest_key}
+  API token     {demo.api_token}
+
+Send traces from any OpenTelemetry SDK:
+  export OTEL_EXPORTER_OTLP_ENDPOINT=http://localhost:{http_port}
+  export OTEL_EXPORTER_OTLP_HEADERS="Authorization=Bearer%20{demo.ingest_key}"
+List the calls Costline stored, newest first:
+  curl -H "Authorization: Bearer {demo.api_token}" {web}/api/v1/calls
+
+The demo credentials are kept in {settings.DATA_DIR / "demo-credentials.json"}. Ctrl-C stops everything.
+{rule}"""
