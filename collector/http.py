@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from collector.otlp import JSON, PROTOBUF, MalformedExport, decode, export_response, status_body
-from collector.pipeline import Overloaded, Pipeline, Unauthenticated
+from collector.pipeline import Overloaded, Pipeline, Unauthenticated, cpu_bound
 from collector.sink import SinkUnavailable
 
 logger = logging.getLogger(__name__)
@@ -132,7 +132,7 @@ class OtlpHttpApp:
                     await self._respond(send, 200, b"{}" if content_type == JSON else b"", content_type)
                     return
                 try:
-                    decoded = decode(body, content_type)
+                    decoded = await cpu_bound(decode, body, content_type)
                 except MalformedExport as exc:
                     raise HttpError(400, INVALID_ARGUMENT, str(exc)) from None
                 outcome = await self.pipeline.export(tenant, decoded)

@@ -184,12 +184,15 @@ def _float(value: Any) -> float | None:
 
 
 def _str(value: Any) -> str | None:
-    if value is None or isinstance(value, bool):
+    if isinstance(value, str):
+        if not value:
+            return None
+        if value[0].isspace() or value[-1].isspace():  # rare: strip only then (it copies)
+            return value.strip() or None
+        return value
+    if value is None or isinstance(value, bool | bytes):
         return None
-    if isinstance(value, bytes):
-        return None
-    text = str(value).strip()
-    return text or None
+    return str(value).strip() or None
 
 
 def _bool(value: Any) -> bool | None:
@@ -238,7 +241,7 @@ def _decimal(value: Any) -> Decimal | None:
     return number if number.is_finite() and number >= 0 else None
 
 
-def _first(attrs: dict[str, Any], *keys: str) -> Any:
+def _first(attrs: dict[str, Any], keys: tuple[str, ...]) -> Any:
     for key in keys:
         value = attrs.get(key)
         if value is not None and value != "":
@@ -246,10 +249,10 @@ def _first(attrs: dict[str, Any], *keys: str) -> Any:
     return None
 
 
-def _first_int(attrs: dict[str, Any], *keys: str) -> int | None:
-    get = attrs.get
+# The key lists are tuple constants: a varargs call would build a tuple at every call (1,000s an export).
+def _first_int(attrs: dict[str, Any], keys: tuple[str, ...]) -> int | None:
     for key in keys:
-        raw = get(key)
+        raw = attrs.get(key)
         if raw is not None:
             value = _int(raw)
             if value is not None:
@@ -257,10 +260,9 @@ def _first_int(attrs: dict[str, Any], *keys: str) -> int | None:
     return None
 
 
-def _first_str(attrs: dict[str, Any], *keys: str) -> str | None:
-    get = attrs.get
+def _first_str(attrs: dict[str, Any], keys: tuple[str, ...]) -> str | None:
     for key in keys:
-        raw = get(key)
+        raw = attrs.get(key)
         if raw is not None:
             value = _str(raw)
             if value is not None:
@@ -345,7 +347,7 @@ def _normal_provider(value: str) -> str:
 
 def provider_of(span: SpanView, kind: str) -> str | None:
     attrs = span.attrs
-    explicit = _first_str(attrs, "gen_ai.provider.name", "gen_ai.system")
+    explicit = _first_str(attrs, ("gen_ai.provider.name", "gen_ai.system"))
     if explicit is not None:
         if kind == "ai-sdk" and "." in explicit:  # AI SDK legacy sends raw ids: openai.chat
             explicit = re.split(r"[.\-]", explicit, maxsplit=1)[0]
@@ -359,7 +361,7 @@ def provider_of(span: SpanView, kind: str) -> str | None:
     ai_provider = _str(attrs.get("ai.model.provider"))
     if ai_provider is not None:
         return _normal_provider(re.split(r"[.\-]", ai_provider, maxsplit=1)[0])
-    address = _first_str(attrs, "server.address", "gen_ai.openai.api_base", "url.full")
+    address = _first_str(attrs, ("server.address", "gen_ai.openai.api_base", "url.full"))
     if address is not None:
         for needle, provider in _HOST_PROVIDERS:
             if needle in address:
@@ -387,15 +389,15 @@ def _usage_from_langfuse(details: Any) -> dict[str, int | None] | None:
         }
     # Langfuse's own convention: `input` excludes cache reads and writes, `output` excludes reasoning
     # and audio, each reported as a usage type of its own.
-    uncached = _first_int(details, "input", "input_tokens")
-    cache_read = _first_int(details, "input_cached_tokens", "cache_read_input_tokens", "input_cache_read")
+    uncached = _first_int(details, ("input", "input_tokens"))
+    cache_read = _first_int(details, ("input_cached_tokens", "cache_read_input_tokens", "input_cache_read"))
     cache_write = _first_int(
-        details, "input_cache_creation", "cache_creation_input_tokens", "input_cache_write"
+        details, ("input_cache_creation", "cache_creation_input_tokens", "input_cache_write")
     )
     if cache_write is None:
         split = [_int(details.get(k)) for k in ("input_cache_creation_5m", "input_cache_creation_1h")]
         cache_write = sum(v for v in split if v is not None) if any(v is not None for v in split) else None
-    output = _first_int(details, "output", "output_tokens")
+    output = _first_int(details, ("output", "output_tokens"))
     reasoning = _int(details.get("output_reasoning_tokens"))
     audio_out = _int(details.get("output_audio_tokens"))
     total_input = None if uncached is None else uncached + (cache_read or 0) + (cache_write or 0)
@@ -413,14 +415,16 @@ def _ttft_ms(span: SpanView, attrs: dict[str, Any], invocation: Any) -> float | 
     seconds = _float(
         _first(
             attrs,
-            "gen_ai.response.time_to_first_chunk",
-            "gen_ai.client.operation.time_to_first_chunk",
-            "gen_ai.latency.time_to_first_token",
+            (
+                "gen_ai.response.time_to_first_chunk",
+                "gen_ai.client.operation.time_to_first_chunk",
+                "gen_ai.latency.time_to_first_token",
+            ),
         )
     )
     if seconds is not None:
         return seconds * 1000.0
-    millis = _float(_first(attrs, "ai.response.msToFirstChunk", "ai.stream.msToFirstChunk"))
+    millis = _float(_first(attrs, ("ai.response.msToFirstChunk", "ai.stream.msToFirstChunk")))
     if millis is not None:
         return millis
     for event in span.events:
@@ -440,7 +444,7 @@ def _ttft_ms(span: SpanView, attrs: dict[str, Any], invocation: Any) -> float | 
 
 
 def _streaming(span: SpanView, attrs: dict[str, Any], invocation: Any) -> bool:
-    flag = _bool(_first(attrs, "gen_ai.request.stream", "gen_ai.is_streaming", "llm.is_streaming"))
+    flag = _bool(_first(attrs, ("gen_ai.request.stream", "gen_ai.is_streaming", "llm.is_streaming")))
     if flag is not None:
         return flag
     if isinstance(invocation, dict) and "stream" in invocation:
@@ -462,13 +466,15 @@ def _streaming(span: SpanView, attrs: dict[str, Any], invocation: Any) -> bool:
 def _finish_reason(attrs: dict[str, Any]) -> str | None:
     raw = _first(
         attrs,
-        "gen_ai.response.finish_reasons",
-        "llm.finish_reason",
-        "gen_ai.completion.0.finish_reason",
-        "llm.response.finish_reason",
-        "ai.response.finishReason",
-        "langfuse.observation.metadata.finish_reason",
-        "anthropic.message.stop_reason",
+        (
+            "gen_ai.response.finish_reasons",
+            "llm.finish_reason",
+            "gen_ai.completion.0.finish_reason",
+            "llm.response.finish_reason",
+            "ai.response.finishReason",
+            "langfuse.observation.metadata.finish_reason",
+            "anthropic.message.stop_reason",
+        ),
     )
     if isinstance(raw, str) and raw.startswith("["):
         raw = _json(raw)
@@ -494,7 +500,7 @@ def _error_type(span: SpanView, attrs: dict[str, Any]) -> str | None:
     exception_type = next(
         (_str(e.attrs.get("exception.type")) for e in span.events if e.name == "exception"), None
     )
-    http_status = _int(_first(attrs, "http.response.status_code", "http.status_code"))
+    http_status = _int(_first(attrs, ("http.response.status_code", "http.status_code")))
     evidence = " ".join(
         part
         for part in (
@@ -513,7 +519,7 @@ def _error_type(span: SpanView, attrs: dict[str, Any]) -> str | None:
 
 
 def _request_id(span: SpanView, attrs: dict[str, Any]) -> str | None:
-    explicit = _first_str(attrs, "anthropic.request.id", "openai.request.id", "gen_ai.request.id")
+    explicit = _first_str(attrs, ("anthropic.request.id", "openai.request.id", "gen_ai.request.id"))
     if explicit is not None:
         return explicit
     # Anthropic error bodies name the request; wrappers keep the body only in the status message.
@@ -527,29 +533,33 @@ def _request_id(span: SpanView, attrs: dict[str, Any]) -> str | None:
 def _user_id(attrs: dict[str, Any]) -> str | None:
     return _first_str(
         attrs,
-        "langfuse.user.id",
-        "user.id",
-        "enduser.id",
-        "traceloop.association.properties.user_id",
-        "gen_ai.user",
-        "llm.user",
-        "gen_ai.request.user",
-        "ai.telemetry.metadata.userId",
-        "ai.settings.context.userId",
-        "langfuse.trace.metadata.langfuse_user_id",
+        (
+            "langfuse.user.id",
+            "user.id",
+            "enduser.id",
+            "traceloop.association.properties.user_id",
+            "gen_ai.user",
+            "llm.user",
+            "gen_ai.request.user",
+            "ai.telemetry.metadata.userId",
+            "ai.settings.context.userId",
+            "langfuse.trace.metadata.langfuse_user_id",
+        ),
     )
 
 
 def _session_id(attrs: dict[str, Any]) -> str | None:
     return _first_str(
         attrs,
-        "langfuse.session.id",
-        "session.id",
-        "gen_ai.conversation.id",
-        "traceloop.association.properties.session_id",
-        "ai.telemetry.metadata.sessionId",
-        "ai.settings.context.sessionId",
-        "langfuse.trace.metadata.langfuse_session_id",
+        (
+            "langfuse.session.id",
+            "session.id",
+            "gen_ai.conversation.id",
+            "traceloop.association.properties.session_id",
+            "ai.telemetry.metadata.sessionId",
+            "ai.settings.context.sessionId",
+            "langfuse.trace.metadata.langfuse_session_id",
+        ),
     )
 
 
@@ -575,11 +585,13 @@ def root_feature(span: SpanView) -> str | None:
         or route
         or _first_str(
             attrs,
-            "traceloop.workflow.name",
-            "langfuse.trace.name",
-            "gen_ai.workflow.name",
-            "ai.telemetry.functionId",
-            "gen_ai.agent.name",
+            (
+                "traceloop.workflow.name",
+                "langfuse.trace.name",
+                "gen_ai.workflow.name",
+                "ai.telemetry.functionId",
+                "gen_ai.agent.name",
+            ),
         )
         or _str(span.name)
     )
@@ -606,7 +618,7 @@ def _resource_fields(resource: dict[str, Any]) -> _ResourceFields:
     fields = _ResourceFields(
         service=(_str(resource.get("service.name")) or "")[:200],
         environment=_first_str(
-            resource, "deployment.environment.name", "deployment.environment", "langfuse.environment"
+            resource, ("deployment.environment.name", "deployment.environment", "langfuse.environment")
         )
         or "",
         project=_str(resource.get("costline.project")),
@@ -627,18 +639,18 @@ def extract_call(span: SpanView) -> CallRecord | None:
     kind = emitter_kind(span)
     invocation = _json(attrs.get("llm.invocation_parameters") or attrs.get("embedding.invocation_parameters"))
 
-    request_model = _first_str(attrs, "gen_ai.request.model", "llm.request.model_name")
+    request_model = _first_str(attrs, ("gen_ai.request.model", "llm.request.model_name"))
     if request_model is None and isinstance(invocation, dict):
         request_model = _str(invocation.get("model"))
     if request_model is None:
-        request_model = _first_str(attrs, "embedding.model_name", "ai.model.id")
+        request_model = _first_str(attrs, ("embedding.model_name", "ai.model.id"))
     response_model = _first_str(
-        attrs, "gen_ai.response.model", "llm.response.model_name", "ai.response.model"
+        attrs, ("gen_ai.response.model", "llm.response.model_name", "ai.response.model")
     )
     if response_model is None:
         # OpenInference's llm.model_name and Langfuse's model name hold the model that answered, or,
         # when nothing answered (a failed call), the model that was asked for.
-        either = _first_str(attrs, "llm.model_name", "langfuse.observation.model.name")
+        either = _first_str(attrs, ("llm.model_name", "langfuse.observation.model.name"))
         failed = span.status_code == STATUS_CODE_ERROR or attrs.get("langfuse.observation.level") == "ERROR"
         if failed:
             request_model = request_model or either
@@ -660,51 +672,61 @@ def extract_call(span: SpanView) -> CallRecord | None:
     else:
         input_tokens = _first_int(
             attrs,
-            "gen_ai.usage.input_tokens",
-            "gen_ai.usage.prompt_tokens",
-            "llm.token_count.prompt",
-            "ai.usage.inputTokens",
-            "ai.usage.promptTokens",
+            (
+                "gen_ai.usage.input_tokens",
+                "gen_ai.usage.prompt_tokens",
+                "llm.token_count.prompt",
+                "ai.usage.inputTokens",
+                "ai.usage.promptTokens",
+            ),
         )
         output_tokens = _first_int(
             attrs,
-            "gen_ai.usage.output_tokens",
-            "gen_ai.usage.completion_tokens",
-            "llm.token_count.completion",
-            "ai.usage.outputTokens",
-            "ai.usage.completionTokens",
+            (
+                "gen_ai.usage.output_tokens",
+                "gen_ai.usage.completion_tokens",
+                "llm.token_count.completion",
+                "ai.usage.outputTokens",
+                "ai.usage.completionTokens",
+            ),
         )
         cache_read = _first_int(
             attrs,
-            "gen_ai.usage.cache_read.input_tokens",
-            "gen_ai.usage.cache_read_input_tokens",
-            "llm.token_count.prompt_details.cache_read",
-            "gen_ai.usage.prompt_tokens_details.cached_tokens",
-            "ai.usage.inputTokenDetails.cacheReadTokens",
-            "ai.usage.cachedInputTokens",
-            "gen_ai.usage.cached_tokens",
+            (
+                "gen_ai.usage.cache_read.input_tokens",
+                "gen_ai.usage.cache_read_input_tokens",
+                "llm.token_count.prompt_details.cache_read",
+                "gen_ai.usage.prompt_tokens_details.cached_tokens",
+                "ai.usage.inputTokenDetails.cacheReadTokens",
+                "ai.usage.cachedInputTokens",
+                "gen_ai.usage.cached_tokens",
+            ),
         )
         cache_write = _first_int(
             attrs,
-            "gen_ai.usage.cache_write.input_tokens",
-            "gen_ai.usage.cache_creation.input_tokens",
-            "gen_ai.usage.cache_creation_input_tokens",
-            "llm.token_count.prompt_details.cache_write",
-            "gen_ai.usage.prompt_tokens_details.cache_creation_tokens",
-            "ai.usage.inputTokenDetails.cacheWriteTokens",
+            (
+                "gen_ai.usage.cache_write.input_tokens",
+                "gen_ai.usage.cache_creation.input_tokens",
+                "gen_ai.usage.cache_creation_input_tokens",
+                "llm.token_count.prompt_details.cache_write",
+                "gen_ai.usage.prompt_tokens_details.cache_creation_tokens",
+                "ai.usage.inputTokenDetails.cacheWriteTokens",
+            ),
         )
         reasoning = _first_int(
             attrs,
-            "gen_ai.usage.reasoning.output_tokens",
-            "gen_ai.usage.reasoning_tokens",
-            "llm.usage.reasoning_tokens",
-            "llm.token_count.completion_details.reasoning",
-            "gen_ai.usage.completion_tokens_details.reasoning_tokens",
-            "ai.usage.outputTokenDetails.reasoningTokens",
-            "ai.usage.reasoningTokens",
+            (
+                "gen_ai.usage.reasoning.output_tokens",
+                "gen_ai.usage.reasoning_tokens",
+                "llm.usage.reasoning_tokens",
+                "llm.token_count.completion_details.reasoning",
+                "gen_ai.usage.completion_tokens_details.reasoning_tokens",
+                "ai.usage.outputTokenDetails.reasoningTokens",
+                "ai.usage.reasoningTokens",
+            ),
         )
         if input_tokens is None:
-            input_tokens = _first_int(attrs, "ai.usage.tokens")  # AI SDK embeddings
+            input_tokens = _first_int(attrs, ("ai.usage.tokens",))  # AI SDK embeddings
     provider = provider_of(span, kind)
     if kind == "openlit" and provider == "anthropic" and input_tokens is not None:
         # OpenLIT writes Anthropic's raw input_tokens, which exclude cache reads and writes.
@@ -712,7 +734,7 @@ def extract_call(span: SpanView) -> CallRecord | None:
     if operation == "embeddings" and output_tokens is None and input_tokens is not None:
         output_tokens = 0  # embeddings produce no tokens: zero is known, not assumed
 
-    cost = _first(attrs, "langfuse.observation.cost_details")
+    cost = _first(attrs, ("langfuse.observation.cost_details",))
     emitter_cost: Decimal | None = None
     cost_details = _json(cost)
     if isinstance(cost_details, dict) and cost_details:
@@ -735,7 +757,7 @@ def extract_call(span: SpanView) -> CallRecord | None:
 
     streaming = _streaming(span, attrs, invocation)
     ttft = _ttft_ms(span, attrs, invocation) if streaming else None
-    latency_s = _float(_first(attrs, "gen_ai.client.operation.duration", "gen_ai.latency.e2e"))
+    latency_s = _float(_first(attrs, ("gen_ai.client.operation.duration", "gen_ai.latency.e2e")))
     if latency_s is not None:
         latency_ms: float | None = latency_s * 1000.0
     elif span.end_ns >= span.start_ns > 0:
@@ -770,7 +792,9 @@ def extract_call(span: SpanView) -> CallRecord | None:
         finish_reason=_finish_reason(attrs),
         service=res.service or (_str(attrs.get("service.name")) or "")[:200],
         environment=(
-            _first_str(attrs, "langfuse.environment", "deployment.environment.name", "deployment.environment")
+            _first_str(
+                attrs, ("langfuse.environment", "deployment.environment.name", "deployment.environment")
+            )
             or res.environment
         )[:100],
         project_slug=_str(attrs.get("costline.project")) or res.project,
@@ -779,7 +803,7 @@ def extract_call(span: SpanView) -> CallRecord | None:
         user_id=_user_id(attrs),
         session_id=_session_id(attrs),
         tags=_tags(attrs),
-        response_id=_first_str(attrs, "gen_ai.response.id", "ai.response.id"),
+        response_id=_first_str(attrs, ("gen_ai.response.id", "ai.response.id")),
         request_id=_request_id(span, attrs),
         emitter=span.scope_name[:200],
         emitter_kind=kind,

@@ -18,7 +18,7 @@ from __future__ import annotations
 import struct
 from typing import Any
 
-from collector.attributes import _decisions, wanted
+from collector.attributes import wanted
 from collector.otlp import DecodedExport, Event, MalformedExport, SpanView
 
 _DOUBLE = struct.Struct("<d")
@@ -193,9 +193,31 @@ def _key_values(data: bytes, pos: int, end: int) -> dict[str, Any]:
     return out
 
 
+# Attribute names as they arrive (bytes) → the name as a str if the normaliser reads it, else "".
+# Names repeat in every span: this skips decoding (and hashing a new str for) each one, and hands
+# out one shared str per name, whose hash is already known when it is inserted into a span's dict.
+_span_keys: dict[bytes, str] = {}
+
+
+def _span_key(raw: bytes) -> str:
+    key = _span_keys.get(raw)
+    if key is None:
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise MalformedExport("a string field is not valid UTF-8") from None
+        key = text if wanted(text) else ""
+        if len(_span_keys) > 100_000:  # attribute names are few in practice; memory is bounded always
+            _span_keys.clear()
+        _span_keys[raw] = key
+    return key
+
+
 def _key_value(data: bytes, pos: int, end: int, out: dict[str, Any], filtered: bool) -> None:
     """One KeyValue into `out`; with `filtered`, only when the normaliser reads that key."""
     key = ""
+    key_start = -1
+    key_end = -1
     value_start = -1
     value_end = -1
     while pos < end:
@@ -205,20 +227,19 @@ def _key_value(data: bytes, pos: int, end: int, out: dict[str, Any], filtered: b
         else:
             tag, pos = _varint(data, pos, end)
         if tag == TAG_NAME:
-            stop, pos = _length(data, pos, end)
-            key = _text(data, pos, stop)
-            pos = stop
+            key_end, key_start = _length(data, pos, end)
+            pos = key_end
         elif tag == TAG_KV_VALUE:
             value_end, value_start = _length(data, pos, end)
             pos = value_end
         else:
             pos = _skip(data, pos, end, tag & 7)
     if filtered:
-        keep = _decisions.get(key)
-        if keep is None:
-            keep = wanted(key)
-        if not keep:
+        key = _span_key(data[key_start:key_end]) if key_start >= 0 else ""
+        if not key:
             return
+    elif key_start >= 0:
+        key = _text(data, key_start, key_end)
     out[key] = _any_value(data, value_start, value_end) if value_start >= 0 else None
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from collections.abc import Sequence
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -19,7 +20,7 @@ from typing import Any
 import psycopg
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from collector.pipeline import Pipeline
+from collector.pipeline import Pipeline, cpu_bound
 from collector.records import Batch
 from collector.server import CollectorServer
 from collector.sink import SinkUnavailable, TenantRef, WriteResult
@@ -41,6 +42,8 @@ logger = logging.getLogger(__name__)
 # Spans of one trace or one provider request lie close together in time; the lookups are bounded to
 # this window around the export so that only a few daily partitions are searched.
 LOOKUP_WINDOW = timedelta(days=1)
+NS_PER_DAY = 86_400 * 1_000_000_000
+EPOCH_DAY = date(1970, 1, 1)
 TENANT_CONTEXT_SECONDS = 10.0
 # Lists of ids travel to PostgreSQL as one string joined by the ASCII unit separator and are split with
 # string_to_array: binding a Python list of 1,000 strings costs milliseconds of per-element escaping.
@@ -55,7 +58,6 @@ CALL_COLUMNS = (
     "span_id",
     "start_time",
     "parent_span_id",
-    "ingested_at",
     "service",
     "environment",
     "project_id",
@@ -264,9 +266,9 @@ class PostgresSink:
         lookup at 400,000 rows). The collector analyses a partition itself after 5,000 rows, then
         each time its row count has grown fourfold; ANALYZE samples and does not block inserts.
         """
-        for start_ns in starts:
-            day = day_of(ns_to_datetime(start_ns))
-            self._rows_since_analyze[day] = self._rows_since_analyze.get(day, 0) + 1
+        for number, count in Counter(start_ns // NS_PER_DAY for start_ns in starts).items():
+            day = EPOCH_DAY + timedelta(days=number)
+            self._rows_since_analyze[day] = self._rows_since_analyze.get(day, 0) + count
         if self._analyzing is not None and not self._analyzing.done():
             return
         for day, count in self._rows_since_analyze.items():
@@ -294,9 +296,9 @@ class PostgresSink:
         if not batch.calls and not batch.roots:
             return WriteResult(stored_calls=0)
         try:
-            days = {day_of(ns_to_datetime(c.start_ns)) for c in batch.calls}
-            days |= {day_of(ns_to_datetime(r.start_ns)) for r in batch.roots if r.start_ns > 0}
-            await self._ensure_partitions(days)
+            day_numbers = {c.start_ns // NS_PER_DAY for c in batch.calls}
+            day_numbers |= {r.start_ns // NS_PER_DAY for r in batch.roots if r.start_ns > 0}
+            await self._ensure_partitions({EPOCH_DAY + timedelta(days=n) for n in day_numbers})
             async with self.pool.connection() as conn:
                 ctx = await self._context(conn, tenant.organization_id)
                 wanted = {
@@ -307,7 +309,7 @@ class PostgresSink:
                     ctx = await self._context(conn, tenant.organization_id)
                 # Pricing and row formatting are CPU work: done off the event loop and before the tenant
                 # lock is taken, so the lock is held only for database round trips.
-                rows = PreparedRows(batch, ctx, tenant)
+                rows = await cpu_bound(PreparedRows, batch, ctx, tenant)
                 safe_roots = False
                 for attempt in range(3):
                     try:
@@ -343,6 +345,15 @@ class PostgresSink:
         hi = ns_to_datetime(max(instants)) + LOOKUP_WINDOW
         days = self._days_between(lo, hi)
         traces = sorted({c.trace_id for c in batch.calls} | {r.trace_id for r in batch.roots})
+
+        # The roots go first, before the tenant's lock: their rows decide nothing in this transaction,
+        # and a concurrent export that needs them is reconciled by whichever of the two locks later.
+        if rows.root_payload:
+            if safe_roots:
+                await conn.cursor().executemany(_INSERT_ROOT, rows.root_rows)
+            else:
+                async with conn.cursor().copy(_COPY_ROOTS) as copy:
+                    await copy.write(rows.root_payload)
 
         # One round trip: take the tenant's lock, then read (with a snapshot taken after the lock) the
         # stored calls of these traces and the tenant's known emitters.
@@ -418,16 +429,8 @@ class PostgresSink:
                     )
 
         if plan.insert:
-            lines = [rows.line(call, ctx, tenant.project_id) for call in plan.insert]
-            lines.append("")
             async with conn.cursor().copy(_COPY_CALLS) as copy:
-                await copy.write("\n".join(lines).encode())
-        if rows.root_lines:
-            if safe_roots:
-                await conn.cursor().executemany(_INSERT_ROOT, rows.root_rows)
-            else:
-                async with conn.cursor().copy(_COPY_ROOTS) as copy:
-                    await copy.write(rows.root_lines.encode())
+                await copy.write(rows.payload(plan.insert, ctx, tenant.project_id))
         return len(plan.insert)
 
 

@@ -12,6 +12,7 @@ from decimal import Decimal
 
 from django.core.exceptions import ValidationError
 from django.db import models
+from django.db.models.functions import Now
 from django.utils import timezone
 
 from costline.tenancy.models import Organization, Project
@@ -44,7 +45,7 @@ class LLMCall(models.Model):
     span_id = models.CharField(max_length=16, db_collation="C")
     start_time = models.DateTimeField()
     parent_span_id = models.CharField(max_length=16, blank=True, default="", db_collation="C")
-    ingested_at = models.DateTimeField(default=timezone.now)
+    ingested_at = models.DateTimeField(db_default=Now())  # the database's clock, at insert
 
     service = models.CharField(max_length=200, blank=True, default="")
     environment = models.CharField(max_length=100, blank=True, default="")

@@ -83,13 +83,28 @@ _BILLABLE_USAGE_KEYS = frozenset(
 )
 
 
-@dataclass(frozen=True, slots=True)
 class TokenUsage:
+    """Token counts of one call (a plain class: its constructor runs once per call, natively compiled)."""
+
     input_tokens: int | None  # all input, cache reads and writes included
     output_tokens: int | None  # all output, reasoning included
-    cache_read_tokens: int | None = None
-    cache_write_tokens: int | None = None
-    reasoning_tokens: int | None = None
+    cache_read_tokens: int | None
+    cache_write_tokens: int | None
+    reasoning_tokens: int | None
+
+    def __init__(
+        self,
+        input_tokens: int | None,
+        output_tokens: int | None,
+        cache_read_tokens: int | None = None,
+        cache_write_tokens: int | None = None,
+        reasoning_tokens: int | None = None,
+    ) -> None:
+        self.input_tokens = input_tokens
+        self.output_tokens = output_tokens
+        self.cache_read_tokens = cache_read_tokens
+        self.cache_write_tokens = cache_write_tokens
+        self.reasoning_tokens = reasoning_tokens
 
     def as_usage_keys(self) -> dict[str, int]:
         """genai-prices usage keys; an unknown count bills as 0, as genai-prices itself assumes."""
@@ -129,13 +144,33 @@ class Override:
         return f"override {self.id} @ {self.updated_at:%Y-%m-%dT%H:%M:%S}"
 
 
-@dataclass(frozen=True, slots=True)
 class Price:
+    """The price of one call (a plain class, for the same reason as TokenUsage)."""
+
     cost_usd: Decimal | None  # None: unpriced (unknown model or unknown usage)
     source: str | None
     version: str | None
     model: str  # the model name to group by: the catalogue's id when the catalogue knew it
     provider: str | None  # as given, or inferred from the catalogue when the span named none
+
+    def __init__(
+        self,
+        cost_usd: Decimal | None,
+        source: str | None,
+        version: str | None,
+        model: str,
+        provider: str | None,
+    ) -> None:
+        self.cost_usd = cost_usd
+        self.source = source
+        self.version = version
+        self.model = model
+        self.provider = provider
+
+    def __repr__(self) -> str:
+        return (
+            f"Price({self.cost_usd!r}, {self.source!r}, {self.version!r}, {self.model!r}, {self.provider!r})"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,10 +280,21 @@ class CatalogueModel:
     info: Any  # genai_prices.types.ModelInfo
 
     def compiled(self, when: datetime) -> CompiledPrice:
-        return _compile(self.info.get_prices(when))
+        # A model's price can change by date and, for a few models, by time of day (off-peak rates);
+        # never within a minute. get_prices is interpreted Python: ask it once a minute per model.
+        minute = int(when.timestamp()) // 60
+        key = (id(self.info), minute)
+        hit = _price_at_minute.get(key)
+        if hit is None or hit[0] is not self.info:
+            if len(_price_at_minute) > 10_000:
+                _price_at_minute.clear()
+            hit = (self.info, _compile(self.info.get_prices(when)))
+            _price_at_minute[key] = hit
+        return hit[1]
 
 
 _compiled_cache: dict[int, tuple[ModelPrice, CompiledPrice]] = {}
+_price_at_minute: dict[tuple[int, int], tuple[Any, CompiledPrice]] = {}
 
 
 def _compile(model_price: ModelPrice) -> CompiledPrice:

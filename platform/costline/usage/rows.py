@@ -54,7 +54,6 @@ class PreparedRows:
     """
 
     def __init__(self, batch: Batch, ctx: TenantContext, tenant: TenantRef) -> None:
-        self.now = datetime.now(UTC).isoformat()
         self.org = str(tenant.organization_id)
         self.prices: dict[int, Price] = {}
         self.starts: dict[int, str] = {}
@@ -69,7 +68,7 @@ class PreparedRows:
             self.starts[key] = start
             self.lines[key] = (
                 _attribution(call),
-                _copy_line(self.org, call, price, ctx.project_for(call, tenant.project_id), start, self.now),
+                _copy_line(self.org, call, price, ctx.project_for(call, tenant.project_id), start),
             )
         self.root_rows: list[tuple[int, str, datetime, str | None, str | None, str | None]] = []
         lines = []
@@ -90,7 +89,18 @@ class PreparedRows:
             lines.append(
                 f"{self.org}\t{r.trace_id}\t{start}\t{_text(r.feature)}\t{_text(r.user_id)}\t{_text(r.session_id)}\n"
             )
-        self.root_lines = "".join(lines)
+        self.root_payload = "".join(lines).encode()
+        # The COPY text of every call as normalised; used as it is when reconciling changed nothing.
+        self.calls_payload = "".join(line + "\n" for _, line in self.lines.values()).encode()
+        self.call_count = len(batch.calls)
+
+    def payload(self, calls: list[CallRecord], ctx: TenantContext, default_project: int | None) -> bytes:
+        """COPY text of the calls to insert (the prepared bytes when they are all, unchanged)."""
+        if len(calls) == self.call_count and all(
+            self.lines[id(call)][0] == _attribution(call) for call in calls
+        ):
+            return self.calls_payload
+        return "".join(self.line(call, ctx, default_project) + "\n" for call in calls).encode()
 
     def _instant(self, ns: int) -> tuple[datetime, str]:
         """The whole second of a Unix-nanosecond time, and the time as COPY text (to the microsecond)."""
@@ -113,7 +123,6 @@ class PreparedRows:
             self.prices[key],
             ctx.project_for(call, default_project),
             self.starts[key],
-            self.now,
         )
 
 
@@ -147,16 +156,17 @@ NULL = "\\N"
 def _text(value: str | None) -> str:
     if value is None:
         return NULL
-    if "\\" in value or "\t" in value or "\n" in value or "\r" in value:
-        return value.translate(_COPY_ESCAPES)
-    return value
+    # Tab, newline and carriage return are not printable: two scans decide, instead of four.
+    if value.isprintable() and "\\" not in value:
+        return value
+    return value.translate(_COPY_ESCAPES)
 
 
 def _num(value: int | float | Decimal | None) -> str:
     return NULL if value is None else str(value)
 
 
-def _copy_line(org: str, call: CallRecord, price: Price, project_id: int | None, start: str, now: str) -> str:
+def _copy_line(org: str, call: CallRecord, price: Price, project_id: int | None, start: str) -> str:
     """One row of COPY text format. psycopg's generic row formatter costs ~9 µs a row; this, ~3 µs."""
     streaming = call.streaming
     return "\t".join(
@@ -166,7 +176,6 @@ def _copy_line(org: str, call: CallRecord, price: Price, project_id: int | None,
             call.span_id,
             start,
             call.parent_span_id,
-            now,
             _text(call.service),
             _text(call.environment),
             _num(project_id),
