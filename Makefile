@@ -20,9 +20,10 @@ run: $(INSTALLED) $(SPEEDUPS)
 test: $(INSTALLED) $(SPEEDUPS)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-# mypy only imports the settings, and exits without running atexit hooks: an embedded PostgreSQL
-# started for it would outlive it, so it gets a URL it never connects to instead.
-	DATABASE_URL=$${DATABASE_URL:-postgres://localhost/unused-by-mypy} $(BIN)/mypy
+# mypy only imports the settings, and exits without running atexit hooks: an embedded PostgreSQL or
+# Redis started for it would outlive it, so it gets URLs it never connects to instead.
+	DATABASE_URL=$${DATABASE_URL:-postgres://localhost/unused-by-mypy} \
+		REDIS_URL=$${REDIS_URL:-redis://localhost/unused-by-mypy} $(BIN)/mypy
 	$(BIN)/python manage.py makemigrations --check --dry-run
 	$(BIN)/pytest
 

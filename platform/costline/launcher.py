@@ -1,7 +1,7 @@
 """What `make run` does after migrating: keep the demo organisation's credentials, supervise the processes.
 
 `python manage.py run` seeds the demo organisation, then starts one child process per Costline process
-(collector and web today; worker, beat and gateway join as one `Process(...)` line each). The
+(collector, web, Celery worker and beat today; the gateway joins as one more `Process(...)` line). The
 `Supervisor` prefixes every line a child prints with the child's name, waits until the children's
 ports answer, and stops them all together: on Ctrl-C or SIGTERM, or as soon as one of them dies.
 """

