@@ -33,6 +33,7 @@ import kombu.exceptions
 import psycopg
 import redis
 from celery import Celery
+from celery.signals import beat_init
 from django.conf import settings
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "costline.settings")
@@ -95,6 +96,7 @@ def every(seconds: float, task_name: str, *, queue: str | None = None) -> dict[s
 BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
     # Beat sends by name, so an entry whose task a worker does not know yet only logs an error there.
     "costline.usage.rollup_tick": every(10, "costline.usage.rollup_tick"),
+    "costline.usage.reprice_pending": every(15, "costline.usage.reprice_pending"),
     "costline.usage.maintain_partitions": every(60 * 60, "costline.usage.maintain_partitions"),
 }
 
@@ -123,6 +125,16 @@ app.conf.update(
     beat_schedule=BEAT_SCHEDULE,
 )
 app.autodiscover_tasks()  # each installed app's tasks.py
+
+# Tasks beat sends once when it starts, not only a period later: hourly upkeep (partitions ahead,
+# retention) must not wait an hour after a deployment.
+RUN_AT_BEAT_START = ("costline.usage.maintain_partitions",)
+
+
+@beat_init.connect
+def _run_at_start(sender: object = None, **kwargs: object) -> None:
+    for name in RUN_AT_BEAT_START:
+        app.send_task(name, queue=queue_for(name), expires=BEAT_SCHEDULE[name]["schedule"])
 
 
 def costline_task(

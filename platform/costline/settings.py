@@ -131,6 +131,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI and Redoc as static files: the API docs work offline
     "costline",  # project-wide management commands: `run`
     "costline.tenancy",
     "costline.usage",
@@ -199,9 +200,20 @@ REST_FRAMEWORK = {
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "Costline API",
-    "DESCRIPTION": "LLM calls, usage, budgets and recommendations of one organisation.",
+    "DESCRIPTION": (
+        "LLM calls, usage, budgets and recommendations of one organisation. Send an API token as "
+        "`Authorization: Bearer <api token>`; this schema and the docs pages need none."
+    ),
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
+    # The schema and the docs pages are public and never look at credentials, so a stale token kept by
+    # Swagger UI or a script cannot turn them into a 401.
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+    "SERVE_AUTHENTICATION": [],
+    # From drf_spectacular_sidecar, served by the app itself: no CDN at run time.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 
 LOGGING = {
@@ -231,6 +243,14 @@ COLLECTOR_KEY_CACHE_SECONDS = env_float("COSTLINE_COLLECTOR_KEY_CACHE_SECONDS", 
 RAW_RETENTION_DAYS = env_int("COSTLINE_RAW_RETENTION_DAYS", 30, minimum=1)
 # Spans stamped further in the future than this are rejected (a wrong clock), never stored.
 MAX_FUTURE_SKEW_SECONDS = env_int("COSTLINE_MAX_FUTURE_SKEW_SECONDS", 24 * 3600, minimum=0)
+
+# --- Rollups ------------------------------------------------------------------------------------------
+# Minute buckets serve the last hours at fine resolution; hour and day buckets serve everything else.
+ROLLUP_MINUTE_RETENTION_DAYS = env_int("COSTLINE_ROLLUP_MINUTE_RETENTION_DAYS", 7, minimum=1)
+ROLLUP_HOUR_RETENTION_DAYS = env_int("COSTLINE_ROLLUP_HOUR_RETENTION_DAYS", 730, minimum=1)
+ROLLUP_DAY_RETENTION_DAYS = env_int("COSTLINE_ROLLUP_DAY_RETENTION_DAYS", 730, minimum=1)
+# Largest number of dirty (tenant, minute) buckets one rollup transaction takes on.
+ROLLUP_BATCH_MINUTES = env_int("COSTLINE_ROLLUP_BATCH_MINUTES", 2000, minimum=1)
 
 # --- Celery / Redis ----------------------------------------------------------------------------------
 # One Redis for the Celery broker and, later, budget state, counters and caches. The app itself and its

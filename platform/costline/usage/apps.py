@@ -9,10 +9,19 @@ def create_partitions_ahead(sender: AppConfig, using: str = "default", **kwargs:
     from django.db import connections
     from django.utils import timezone
 
-    from costline.usage.partitions import days_around, ensure_partitions
+    from costline.usage.partitions import (
+        PARTITIONED_TABLES,
+        ROLLUP_PARTITIONED_TABLES,
+        days_around,
+        ensure_partitions,
+    )
 
     with connections[using].cursor() as cursor:
-        ensure_partitions(cursor, days_around(timezone.now().date(), back=1, ahead=7))
+        ensure_partitions(
+            cursor,
+            days_around(timezone.now().date(), back=1, ahead=7),
+            (*PARTITIONED_TABLES, *ROLLUP_PARTITIONED_TABLES),
+        )
 
 
 class UsageConfig(AppConfig):
@@ -21,4 +30,7 @@ class UsageConfig(AppConfig):
     verbose_name = "Usage"
 
     def ready(self) -> None:
+        from costline.usage.reprice import connect_signals
+
         post_migrate.connect(create_partitions_ahead, sender=self)
+        connect_signals()

@@ -35,6 +35,7 @@ from costline.usage.reconcile import (
     plan_nested,
     plan_root_updates,
 )
+from costline.usage.rollup import MARK_DIRTY_SQL
 from costline.usage.rows import PreparedRows, TenantContext, ns_to_datetime
 
 logger = logging.getLogger(__name__)
@@ -43,6 +44,7 @@ logger = logging.getLogger(__name__)
 # this window around the export so that only a few daily partitions are searched.
 LOOKUP_WINDOW = timedelta(days=1)
 NS_PER_DAY = 86_400 * 1_000_000_000
+NS_PER_MINUTE = 60 * 1_000_000_000
 EPOCH_DAY = date(1970, 1, 1)
 TENANT_CONTEXT_SECONDS = 10.0
 # Lists of ids travel to PostgreSQL as one string joined by the ASCII unit separator and are split with
@@ -77,6 +79,7 @@ CALL_COLUMNS = (
     "cache_write_tokens",
     "reasoning_tokens",
     "cost_usd",
+    "cache_savings_usd",
     "emitter_cost_usd",
     "price_source",
     "price_version",
@@ -411,8 +414,15 @@ class PostgresSink:
                     call.session_id = call.session_id or root[3]
 
         new_emitters = sorted({c.emitter for c in plan.insert} - known_emitters)
-        if plan.delete or plan.updates or new_emitters:
+        # The minutes whose rollups this transaction changes, marked in it: committed with the rows,
+        # or not at all (costline.usage.rollup recomputes them).
+        minutes = {c.start_ns // NS_PER_MINUTE for c in plan.insert}
+        minutes |= {_minute_of(gone.start_time) for gone in plan.delete}
+        minutes |= {_minute_of(update.stored.start_time) for update in plan.updates}
+        if minutes or new_emitters:
             async with conn.pipeline():
+                if minutes:
+                    await conn.execute(MARK_DIRTY_SQL, [org, [m * 60 for m in sorted(minutes)]])
                 for gone in plan.delete:
                     await conn.execute(
                         "DELETE FROM usage_llmcall WHERE tenant_id = %s AND trace_id = %s AND span_id = %s "
@@ -442,6 +452,10 @@ _UPDATE_CONTEXT = (
     "user_id = COALESCE(user_id, %(u)s), session_id = COALESCE(session_id, %(s)s) "
     "WHERE tenant_id = %(t)s AND trace_id = %(trace)s AND span_id = %(span)s AND start_time = %(at)s"
 )
+
+
+def _minute_of(moment: datetime) -> int:
+    return int(moment.timestamp()) // 60
 
 
 def _update_params(org: int, update: ContextUpdate) -> dict[str, Any]:

@@ -80,6 +80,8 @@ class LLMCall(models.Model):
     reasoning_tokens = models.IntegerField(null=True, blank=True)
 
     cost_usd = models.DecimalField(null=True, blank=True, max_digits=20, decimal_places=12)  # NULL: unpriced
+    # What prompt caching saved on this call (cache reads at the input rate, less their cost); NULL: unpriced.
+    cache_savings_usd = models.DecimalField(null=True, blank=True, max_digits=20, decimal_places=12)
     emitter_cost_usd = models.DecimalField(
         null=True, blank=True, max_digits=20, decimal_places=12
     )  # what the emitter claimed
@@ -205,3 +207,30 @@ class PriceOverride(models.Model):
             raise ValidationError("Prices cannot be negative.")
         if self.discount_percent is not None and not (Decimal(0) <= self.discount_percent <= Decimal(100)):
             raise ValidationError("A discount is a percentage between 0 and 100.")
+
+
+class RepriceRequest(models.Model):
+    """Calls of a tenant started at or after `since` to price again, and their rollups to rebuild.
+
+    Written in the transaction that changes a price override (or by the worker when the price
+    catalogue changed), so a request is never lost to a broker outage; the rollup worker takes it.
+    """
+
+    tenant = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
+    since = models.DateTimeField()
+    reason = models.CharField(max_length=300)
+    requested_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"reprice tenant {self.tenant_id} since {self.since:%Y-%m-%d %H:%M} ({self.reason})"
+
+
+class WorkerState(models.Model):
+    """Small facts the workers keep between runs: the rollups' watermark, the priced catalogue version."""
+
+    key = models.CharField(max_length=64, primary_key=True)
+    value = models.JSONField()
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"{self.key} = {self.value}"

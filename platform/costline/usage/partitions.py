@@ -12,7 +12,11 @@ from collections.abc import Iterable
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-PARTITIONED_TABLES = ("usage_llmcall", "usage_traceroot")
+PARTITIONED_TABLES = ("usage_llmcall", "usage_traceroot")  # raw: kept RAW_RETENTION_DAYS
+ROLLUP_PARTITIONED_TABLES = (
+    "usage_rollup_minute",
+    "usage_userrollup_minute",
+)  # kept ROLLUP_MINUTE_RETENTION_DAYS
 _LOCK_KEY = 0x636F73746C696E65  # "costline": serialises partition DDL between processes
 _NAME = re.compile(r"_p(\d{8})$")
 

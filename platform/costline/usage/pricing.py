@@ -152,6 +152,9 @@ class Price:
     version: str | None
     model: str  # the model name to group by: the catalogue's id when the catalogue knew it
     provider: str | None  # as given, or inferred from the catalogue when the span named none
+    # What the prompt cache saved: the cache reads billed at the input rate, less what they cost.
+    # None when the call is unpriced; 0 without cache reads or without a cheaper cache-read rate.
+    cache_savings_usd: Decimal | None
 
     def __init__(
         self,
@@ -160,16 +163,19 @@ class Price:
         version: str | None,
         model: str,
         provider: str | None,
+        cache_savings_usd: Decimal | None = None,
     ) -> None:
         self.cost_usd = cost_usd
         self.source = source
         self.version = version
         self.model = model
         self.provider = provider
+        self.cache_savings_usd = cache_savings_usd
 
     def __repr__(self) -> str:
         return (
-            f"Price({self.cost_usd!r}, {self.source!r}, {self.version!r}, {self.model!r}, {self.provider!r})"
+            f"Price({self.cost_usd!r}, {self.source!r}, {self.version!r}, {self.model!r}, {self.provider!r}, "
+            f"{self.cache_savings_usd!r})"
         )
 
 
@@ -248,6 +254,22 @@ class CompiledPrice:
             if count:
                 total += unit.rate(total_input) * count
         return total
+
+    def cache_savings(self, usage: dict[str, int]) -> Decimal:
+        """What the cache reads would have cost more at the input rate (0 without a cache-read rate)."""
+        cache_read = usage.get("cache_read_tokens", 0)
+        if cache_read <= 0:
+            return Decimal(0)
+        total_input = usage.get("input_tokens", 0)
+        input_rate = cache_rate = None
+        for unit in self.units:
+            if unit.usage_key == "input_tokens":
+                input_rate = unit.rate(total_input)
+            elif unit.usage_key == "cache_read_tokens":
+                cache_rate = unit.rate(total_input)
+        if input_rate is None or cache_rate is None or cache_rate >= input_rate:
+            return Decimal(0)
+        return (input_rate - cache_rate) * cache_read
 
 
 def _unit_rates(price: Decimal | TieredPrices, per: int) -> tuple[tuple[int, Decimal], ...]:
@@ -363,12 +385,16 @@ def choose_override(
     return best
 
 
-def _override_cost(override: Override, usage: TokenUsage, catalogue: CompiledPrice | None) -> Decimal | None:
+def _override_cost(
+    override: Override, usage: TokenUsage, catalogue: CompiledPrice | None
+) -> tuple[Decimal, Decimal] | None:
+    """(cost, cache savings) of a call under an override, None when the override cannot price it."""
     if override.discount_percent is not None:
         if catalogue is None:
             return None
-        full = catalogue.cost(usage.as_usage_keys())
-        return full * (Decimal(100) - override.discount_percent) / Decimal(100)
+        keys = usage.as_usage_keys()
+        share = (Decimal(100) - override.discount_percent) / Decimal(100)
+        return catalogue.cost(keys) * share, catalogue.cache_savings(keys) * share
 
     def rate(explicit: Decimal | None, usage_key: str, fallback: Decimal | None) -> Decimal | None:
         if explicit is not None:
@@ -390,12 +416,14 @@ def _override_cost(override: Override, usage: TokenUsage, catalogue: CompiledPri
     uncached = max((usage.input_tokens or 0) - cache_read - cache_write, 0)
     assert cache_read_rate is not None
     assert cache_write_rate is not None
-    return (
+    cost = (
         uncached * input_rate
         + cache_read * cache_read_rate
         + cache_write * cache_write_rate
         + (usage.output_tokens or 0) * output_rate
     ) / MTOK
+    savings = cache_read * max(input_rate - cache_read_rate, Decimal(0)) / MTOK
+    return cost, savings
 
 
 def price_call(
@@ -418,7 +446,7 @@ def price_call(
     if usage.input_tokens is None and usage.output_tokens is None:
         if failed:
             # Providers bill no tokens for a request they refused or failed (429, 5xx).
-            return Price(Decimal(0), UNBILLED_ERROR_SOURCE, None, model, provider)
+            return Price(Decimal(0), UNBILLED_ERROR_SOURCE, None, model, provider, Decimal(0))
         return Price(None, None, None, model, provider)
     if usage.input_tokens is None or (usage.output_tokens is None and operation != "embeddings"):
         return Price(None, None, None, model, provider)  # half the usage is unknown: no honest price
@@ -427,9 +455,17 @@ def price_call(
     names = tuple(n for n in (model, request_model, response_model) if n)
     override = choose_override(overrides or [], provider, names, when)
     if override is not None:
-        cost = _override_cost(override, usage, catalogue)
-        if cost is not None:
-            return Price(cost, OVERRIDE_SOURCE, override.version, model, provider)
+        priced = _override_cost(override, usage, catalogue)
+        if priced is not None:
+            return Price(priced[0], OVERRIDE_SOURCE, override.version, model, provider, priced[1])
     if catalogue is None:
         return Price(None, None, None, model, provider)
-    return Price(catalogue.cost(usage.as_usage_keys()), CATALOGUE_SOURCE, CATALOGUE_VERSION, model, provider)
+    keys = usage.as_usage_keys()
+    return Price(
+        catalogue.cost(keys),
+        CATALOGUE_SOURCE,
+        CATALOGUE_VERSION,
+        model,
+        provider,
+        catalogue.cache_savings(keys),
+    )
