@@ -12,7 +12,7 @@ hour is moved to the hour's start (both neighbours agree on it, so nothing is co
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
@@ -20,6 +20,8 @@ from itertools import pairwise
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import numpy as np
+import numpy.typing as npt
 from django.conf import settings
 from django.db import connection
 from django.utils import timezone
@@ -259,7 +261,11 @@ def _read(
     """group key → bucket index → Cell, from every rollup level the plan reads."""
     cells: dict[tuple[Any, ...], dict[int, Cell]] = defaultdict(dict)
     columns = [COLUMN[name] for name in group_by]
-    sums = ", ".join(f"sum({column})" for column in MEASURE_COLUMNS)
+    # Counts summed back to bigint (sum() of bigints is numeric), money kept numeric: exact either way.
+    sums = ", ".join(
+        f"sum({column})" if column.endswith("_usd") else f"sum({column})::bigint"
+        for column in MEASURE_COLUMNS
+    )
     sketches = (
         ", string_agg(latency_sketch, ''::bytea), string_agg(ttft_sketch, ''::bytea)" if with_sketches else ""
     )
@@ -286,22 +292,17 @@ def _read(
             for row in cursor.fetchall():
                 slot = int(row[0])
                 key = tuple(row[1:width])
-                cell = cells[key].get(slot)
-                if cell is None:
-                    cell = cells[key][slot] = Cell(_empty_sums())
                 measures = row[width : width + len(MEASURE_COLUMNS)]
                 latency = ttft = None
                 if with_sketches:
                     latency, ttft = row[width + len(MEASURE_COLUMNS)], row[width + len(MEASURE_COLUMNS) + 1]
-                cell.add(
-                    # sum() of bigints is numeric: counts come back as Decimal, made int here.
-                    [
-                        v if c.endswith("_usd") else int(v)
-                        for v, c in zip(measures, MEASURE_COLUMNS, strict=True)
-                    ],
-                    bytes(latency) if latency else None,
-                    bytes(ttft) if ttft else None,
-                )
+                cell = cells[key].get(slot)
+                if cell is None:
+                    cells[key][slot] = Cell(
+                        list(measures), [latency] if latency else [], [ttft] if ttft else []
+                    )
+                else:
+                    cell.add(measures, latency, ttft)
     return cells
 
 
@@ -312,39 +313,62 @@ def _ratio(numerator: int, denominator: int) -> float | None:
     return numerator / denominator if denominator else None
 
 
-def metric_values(cell: Cell, metrics: Iterable[str]) -> dict[str, Value]:
-    sums = dict(zip(MEASURE_COLUMNS, cell.sums, strict=True))
-    requests = sums["requests"]
-    quantiles: dict[str, list[float | None]] = {}
-    values: dict[str, Value] = {}
-    for metric in metrics:
-        if metric in ("latency_p50", "latency_p95", "latency_p99", "ttft_p50", "ttft_p95", "ttft_p99"):
-            kind, percentile = metric.split("_")
-            if kind not in quantiles:
-                blobs = cell.latency if kind == "latency" else cell.ttft
-                quantiles[kind] = sketch.quantiles(b"".join(blobs), list(PERCENTILES.values()))
-            values[metric] = quantiles[kind][list(PERCENTILES).index(percentile)]
-        elif metric == "unpriced_requests":
-            values[metric] = sums["unpriced"]
-        elif metric == "error_rate":
-            values[metric] = _ratio(sums["errors"], requests)
-        elif metric == "cache_hit_rate":
-            values[metric] = _ratio(sums["cache_hits"], requests)
-        elif metric == "cost_per_request":
-            priced = requests - sums["unpriced"]
-            values[metric] = (
-                (sums["cost_usd"] / priced).quantize(MONEY_PLACES, ROUND_HALF_EVEN) if priced else None
-            )
-        else:
-            values[metric] = sums[metric]
-    return values
+def metric_values(
+    cells: Sequence[Cell], metrics: Sequence[str], percentiles: dict[str, Any] | None = None
+) -> list[dict[str, Value]]:
+    """The metrics of each cell; `percentiles`: kind (latency, ttft) → one row of PERCENTILES per cell."""
+    percentiles = percentiles or {}
+    columns = {f"{kind}_{name}": (kind, i) for kind in percentiles for i, name in enumerate(PERCENTILES)}
+    answers = []
+    for index, cell in enumerate(cells):
+        sums = dict(zip(MEASURE_COLUMNS, cell.sums, strict=True))
+        requests = sums["requests"]
+        values: dict[str, Value] = {}
+        for metric in metrics:
+            if metric in columns:
+                kind, column = columns[metric]
+                value = float(percentiles[kind][index, column])
+                values[metric] = None if value != value else value  # NaN: no samples
+            elif metric == "unpriced_requests":
+                values[metric] = sums["unpriced"]
+            elif metric == "error_rate":
+                values[metric] = _ratio(sums["errors"], requests)
+            elif metric == "cache_hit_rate":
+                values[metric] = _ratio(sums["cache_hits"], requests)
+            elif metric == "cost_per_request":
+                priced = requests - sums["unpriced"]
+                values[metric] = (
+                    (sums["cost_usd"] / priced).quantize(MONEY_PLACES, ROUND_HALF_EVEN) if priced else None
+                )
+            else:
+                values[metric] = sums[metric]
+        answers.append(values)
+    return answers
 
 
-def _merge_cells(cells: Iterable[Cell]) -> Cell:
+def _merge_sums(cells: Sequence[Cell]) -> Cell:
+    """A cell of the sums of `cells` (their percentiles come from `_percentiles`)."""
     total = Cell(_empty_sums())
     for cell in cells:
-        total.add(cell.sums, b"".join(cell.latency), b"".join(cell.ttft))
+        total.add(cell.sums, None, None)
     return total
+
+
+def _percentiles(
+    points: Sequence[Cell], groups: int, slots: int, metrics: Sequence[str]
+) -> dict[str, npt.NDArray[np.float64]]:
+    """Per kind, PERCENTILES of every point, then of every group's total, then of the total."""
+    answers = {}
+    for kind in ("latency", "ttft"):
+        if not any(m.startswith(f"{kind}_p") for m in metrics):
+            continue
+        low, matrix = sketch.histograms(
+            [b"".join(c.latency if kind == "latency" else c.ttft) for c in points]
+        )
+        by_group = matrix.reshape(groups, slots, matrix.shape[1]).sum(axis=1)
+        stacked = np.vstack([matrix, by_group, by_group.sum(axis=0, keepdims=True)])
+        answers[kind] = sketch.dense_quantiles(low, stacked, list(PERCENTILES.values()))
+    return answers
 
 
 def _group_value(name: str, value: Any, project_slugs: dict[int, str]) -> str | None:
@@ -375,28 +399,39 @@ def run_usage_query(tenant_id: int, query: UsageQuery, *, now: datetime | None =
         project_slugs = dict(Project.objects.filter(organization_id=tenant_id).values_list("id", "slug"))
     if not query.group_by and not cells:
         cells[()] = {}  # no calls: one series of zeros, not none
-    merged: list[tuple[Cell, Series]] = []
-    for key, slots in cells.items():
+    # Every cell whose metrics are answered: each point of each group, each group's total, the total.
+    keys = list(cells)
+    slots_count = len(edges) - 1
+    points: list[Cell] = []
+    for key in keys:
+        points += [cells[key].get(i) or Cell(_empty_sums()) for i in range(slots_count)]
+    group_totals = [_merge_sums(points[n * slots_count : (n + 1) * slots_count]) for n in range(len(keys))]
+    every = [*points, *group_totals, _merge_sums(group_totals)]
+    values = metric_values(every, query.metrics, _percentiles(points, len(keys), slots_count, query.metrics))
+    series = []
+    for n, key in enumerate(keys):
+        first = n * slots_count
         group = {
             name: _group_value(name, value, project_slugs)
             for name, value in zip(query.group_by, key, strict=True)
         }
-        points = [
-            (edges[i], metric_values(slots.get(i) or Cell(_empty_sums()), query.metrics))
-            for i in range(len(edges) - 1)
-        ]
-        total = _merge_cells(slots.values())
-        merged.append((total, Series(group=group, points=points, totals=metric_values(total, query.metrics))))
+        series.append(
+            Series(
+                group=group,
+                points=[(edges[i], values[first + i]) for i in range(slots_count)],
+                totals=values[len(points) + n],
+            )
+        )
     # Largest first by the first metric asked for: a "top N" reads the head of the list.
     order = query.metrics[0]
-    merged.sort(key=lambda pair: _sort_key(pair[1].totals.get(order)), reverse=True)
-    totals = metric_values(_merge_cells(cell for cell, _ in merged), query.metrics)
+    series.sort(key=lambda s: _sort_key(s.totals.get(order)), reverse=True)
+    totals = values[-1]
     return UsageResult(
         start=edges[0],
         end=edges[-1],
         interval=interval,
         metrics=tuple(query.metrics),
-        series=[series for _, series in merged],
+        series=series,
         totals=totals,
         complete_through=watermark(),
     )

@@ -139,6 +139,44 @@ def quantiles(blob: bytes | memoryview | None, qs: Sequence[float]) -> list[floa
     return answers
 
 
+def histograms(blobs: Sequence[bytes | memoryview | None]) -> tuple[int, npt.NDArray[np.int64]]:
+    """Dense counts of many sketches: (first bucket, matrix) with row i the buckets of blob i.
+
+    Merging sketches is then adding rows, and their quantiles `dense_quantiles`: no sorting, so a
+    query merging a million (bucket, count) pairs takes milliseconds.
+    """
+    sizes = np.fromiter(
+        (len(b) // PAIR.itemsize if b else 0 for b in blobs), dtype=np.int64, count=len(blobs)
+    )
+    if sizes.sum() == 0:
+        return 0, np.zeros((len(blobs), 1), dtype=np.int64)
+    pairs = np.frombuffer(b"".join(bytes(b) for b in blobs if b), dtype=PAIR)
+    buckets = pairs["bucket"].astype(np.int64)
+    low, width = int(buckets.min()), int(buckets.max() - buckets.min()) + 1
+    owner = np.repeat(np.arange(len(blobs), dtype=np.int64), sizes)
+    flat = np.bincount(
+        owner * width + (buckets - low),
+        weights=pairs["count"].astype(np.float64),
+        minlength=len(blobs) * width,
+    )
+    return low, flat.astype(np.int64).reshape(len(blobs), width)
+
+
+def dense_quantiles(low: int, matrix: npt.NDArray[np.int64], qs: Sequence[float]) -> npt.NDArray[np.float64]:
+    """Quantiles (columns) of each row of a `histograms` matrix; NaN for an empty row."""
+    if any(not 0 <= q <= 1 for q in qs):
+        raise ValueError(f"quantiles are between 0 and 1, got {list(qs)}")
+    cumulative = np.cumsum(matrix, axis=1)
+    totals = cumulative[:, -1]
+    result = np.full((matrix.shape[0], len(qs)), np.nan)
+    present = totals > 0
+    for column, q in enumerate(qs):
+        rank = np.maximum(1, np.ceil(q * totals))
+        index = (cumulative < rank[:, None]).sum(axis=1)  # first bucket whose running count reaches rank
+        result[:, column] = np.where(present, bucket_value(low + index), np.nan)
+    return result
+
+
 def exact_quantile(values: Sequence[float], q: float) -> float:
     """The nearest-rank quantile of raw values, the definition `quantiles` estimates (for tests)."""
     ordered = sorted(values)
