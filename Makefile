@@ -10,7 +10,11 @@ INSTALLED := $(VENV)/.installed
 
 SPEEDUPS := .costline/speedups.stamp
 
-.PHONY: run test venv compile
+# Debian's Chromium drives the browser tests (tests/browser) through Playwright; Playwright's own
+# browser downloads are never used.
+CHROMIUM := /usr/bin/chromium
+
+.PHONY: run test venv compile chromium
 
 run: $(INSTALLED) $(SPEEDUPS)
 	$(BIN)/python manage.py migrate --no-input
@@ -25,15 +29,40 @@ test: $(INSTALLED) $(SPEEDUPS)
 	DATABASE_URL=$${DATABASE_URL:-postgres://localhost/unused-by-mypy} \
 		REDIS_URL=$${REDIS_URL:-redis://localhost/unused-by-mypy} $(BIN)/mypy
 	$(BIN)/python manage.py makemigrations --check --dry-run
+	@$(MAKE) --no-print-directory chromium
 	$(BIN)/pytest
 
 venv: $(INSTALLED)
+
+# Installs Debian's `chromium` package when $(CHROMIUM) is missing: as root, else with password-less
+# sudo. Silent when it is there. When it cannot be installed it says so, and the browser tests are
+# skipped with the same advice (tests/browser/conftest.py).
+chromium:
+	@test -x $(CHROMIUM) || { \
+		if ! command -v apt-get >/dev/null 2>&1; then \
+			echo "note: $(CHROMIUM) is missing and this is not a Debian-like system (no apt-get):" \
+				"the browser tests will be skipped"; exit 0; \
+		elif [ "$$(id -u)" = 0 ]; then as_root=""; \
+		elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then as_root="sudo -n"; \
+		else echo "note: $(CHROMIUM) is missing and cannot be installed here (not root, no password-less" \
+				"sudo): the browser tests will be skipped. Install it with: sudo apt-get install chromium"; \
+			exit 0; fi; \
+		echo "Installing Debian's chromium for the browser tests (apt-get install chromium)"; \
+		{ $$as_root apt-get update -qq && \
+			$$as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
+			|| echo "warning: could not install chromium: the browser tests will be skipped"; \
+	}
 
 # mypyc builds of the ingest path's hot modules (collector/speedups.py), rebuilt when they change.
 # They need a C compiler; without one Costline runs the same modules interpreted, only slower.
 compile: $(SPEEDUPS)
 
-$(SPEEDUPS): $(INSTALLED) collector/*.py platform/costline/usage/*.py
+# The compiled modules (collector/speedups.py MODULES) and what the build imports for types.
+SPEEDUP_SOURCES := collector/speedups.py collector/attributes.py collector/records.py collector/otlp.py \
+	collector/wire.py collector/normalise.py collector/sink.py \
+	platform/costline/usage/pricing.py platform/costline/usage/rows.py
+
+$(SPEEDUPS): $(INSTALLED) $(SPEEDUP_SOURCES)
 	@mkdir -p .costline
 	COSTLINE_SPEEDUPS=0 $(BIN)/python -c "from collector.speedups import main; main()" build \
 		|| echo "warning: could not compile the speedups (is a C compiler installed?); running interpreted"

@@ -29,6 +29,13 @@ def shared_path(*parts: str) -> Path:
     return path
 
 
+@pytest.fixture(autouse=True)
+def fast_password_hashing(settings: Any) -> None:
+    """Hash passwords with MD5 in tests: PBKDF2's 10⁶ rounds cost ~0.3 s per user, and what tests
+    check is who may do what, not the hash (Django's own advice for tests)."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
 @dataclass
 class TenantKeys:
     org: object  # costline.tenancy.models.Organization

@@ -1,6 +1,7 @@
 """What `make run` does after migrating: keep the demo organisation's credentials, supervise the processes.
 
-`python manage.py run` seeds the demo organisation, then starts one child process per Costline process
+`python manage.py run` seeds the demo organisation (credentials, a sign-in, and 30 days of traffic
+through the ingest path, topped up on later starts), then starts one child process per Costline process
 (collector, web, Celery worker and beat today; the gateway joins as one more `Process(...)` line). The
 `Supervisor` prefixes every line a child prints with the child's name, waits until the children's
 ports answer, and stops them all together: on Ctrl-C or SIGTERM, or as soon as one of them dies.
@@ -12,6 +13,7 @@ import contextlib
 import json
 import logging
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -24,14 +26,22 @@ from typing import IO, TextIO
 
 from django.db import transaction
 
-from costline.tenancy.actions import create_organization, issue_api_token, issue_ingest_key
+from costline.tenancy.actions import issue_api_token, issue_ingest_key
 from costline.tenancy.keys import hash_secret
 from costline.tenancy.models import ApiToken, IngestKey, Organization
+from costline.usage.demo import (
+    DEMO_EMAIL,
+    DEMO_NAME,
+    DemoRun,
+    Progress,
+    ensure_demo_organization,
+    ensure_demo_user,
+    generate_demo,
+)
 
 logger = logging.getLogger(__name__)
 
-DEMO_NAME = "Demo"
-DEMO_SLUG = "demo"  # what create_organization("Demo") gets in a database that has no "demo" yet
+DEMO_SLUG = "demo"  # what create_organization(DEMO_NAME) gets in a database that has no "demo" yet
 
 
 # --- The demo organisation ----------------------------------------------------------------------
@@ -43,6 +53,10 @@ class DemoCredentials:
     organization_name: str
     ingest_key: str
     api_token: str
+    # The web sign-in: the demo user owns the demo organisation.
+    email: str = DEMO_EMAIL
+    password: str = ""
+    slug: str = DEMO_SLUG
 
 
 def load_credentials(path: Path) -> DemoCredentials | None:
@@ -54,6 +68,10 @@ def load_credentials(path: Path) -> DemoCredentials | None:
             organization_name=str(data["organization_name"]),
             ingest_key=str(data["ingest_key"]),
             api_token=str(data["api_token"]),
+            # Files written before the web sign-in existed lack these; a password is then issued.
+            email=str(data.get("email", DEMO_EMAIL)),
+            password=str(data.get("password", "")),
+            slug=str(data.get("slug", DEMO_SLUG)),
         )
     except FileNotFoundError:
         return None
@@ -79,15 +97,17 @@ def _is_active(model: type[IngestKey] | type[ApiToken], org: Organization, plain
 
 
 def ensure_demo_credentials(path: Path) -> DemoCredentials:
-    """The demo organisation with an ingest key and an API token that work, kept in `path`.
+    """The demo organisation with an ingest key, an API token and a web sign-in that work, kept in `path`.
 
     Idempotent: a second run finds the organisation (by slug, so a file left from another database
     is never trusted for its ids) and reuses the saved secrets while they are still active; a secret
-    that was revoked or is unknown to this database is replaced by a fresh one.
+    that was revoked or is unknown to this database is replaced by a fresh one. The demo user's
+    password is generated once and kept: if it was changed since, the saved one is set again, so the
+    banner's sign-in always works.
     """
     saved = load_credentials(path)
     with transaction.atomic():
-        org = Organization.objects.filter(slug=DEMO_SLUG).first() or create_organization(DEMO_NAME)
+        org = ensure_demo_organization(DEMO_NAME)
         if saved is not None and _is_active(IngestKey, org, saved.ingest_key):
             ingest_key = saved.ingest_key
         else:
@@ -96,10 +116,18 @@ def ensure_demo_credentials(path: Path) -> DemoCredentials:
             api_token = saved.api_token
         else:
             api_token = issue_api_token(org, "demo API token (make run)").plaintext
-    credentials = DemoCredentials(org.id, org.name, ingest_key, api_token)
+        password = saved.password if saved is not None and saved.password else secrets.token_urlsafe(12)
+        ensure_demo_user(org, email=DEMO_EMAIL, password=password)
+    credentials = DemoCredentials(org.id, org.name, ingest_key, api_token, DEMO_EMAIL, password, org.slug)
     if credentials != saved:
         save_credentials(path, credentials)
     return credentials
+
+
+def fill_demo(credentials: DemoCredentials, *, days: int, progress: Progress) -> DemoRun:
+    """The demo organisation's traffic: `days` days on the first start, the hours since on later ones."""
+    org = Organization.objects.get(id=credentials.organization_id)
+    return generate_demo(org, days=days, progress=progress)
 
 
 # --- Process supervision ------------------------------------------------------------------------

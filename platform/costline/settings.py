@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+import plotly
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent  # the checkout: manage.py lives here
@@ -135,6 +136,7 @@ INSTALLED_APPS = [
     "costline",  # project-wide management commands: `run`
     "costline.tenancy",
     "costline.usage",
+    "costline.dashboards",
 ]
 
 MIDDLEWARE = [
@@ -162,6 +164,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "costline.tenancy.web.organization_context",
             ],
         },
     },
@@ -187,6 +190,28 @@ USE_TZ = True
 STATIC_URL = "/static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"  # filled by `collectstatic` (make run, the Docker image)
 STATIC_ROOT.mkdir(exist_ok=True)  # WhiteNoise warns at every start while it is missing
+# Plotly's JavaScript bundle, as the installed plotly package ships it (static/plotly/plotly.min.js):
+# charts work offline and always match the Python library that draws their figures.
+STATICFILES_DIRS = [("plotly", Path(plotly.__file__).parent / "package_data")]
+
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "/"
+LOGOUT_REDIRECT_URL = "login"
+SESSION_COOKIE_AGE = 14 * 24 * 3600
+
+# --- Email (password resets, invitations, notifications) -------------------------------------------
+# With no COSTLINE_EMAIL_HOST, messages are printed to the web process's output (development).
+EMAIL_HOST = env_str("COSTLINE_EMAIL_HOST", "")
+EMAIL_BACKEND = (
+    "django.core.mail.backends.smtp.EmailBackend"
+    if EMAIL_HOST
+    else "django.core.mail.backends.console.EmailBackend"
+)
+EMAIL_PORT = env_int("COSTLINE_EMAIL_PORT", 587, minimum=1)
+EMAIL_HOST_USER = env_str("COSTLINE_EMAIL_USER", "")
+EMAIL_HOST_PASSWORD = env_str("COSTLINE_EMAIL_PASSWORD", "")
+EMAIL_USE_TLS = env_bool("COSTLINE_EMAIL_USE_TLS", True)
+DEFAULT_FROM_EMAIL = env_str("COSTLINE_EMAIL_FROM", "Costline <costline@localhost>")
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -238,6 +263,8 @@ COLLECTOR_MAX_QUEUED = env_int("COSTLINE_COLLECTOR_MAX_QUEUED", 64, minimum=0)
 COLLECTOR_RETRY_AFTER_SECONDS = env_int("COSTLINE_COLLECTOR_RETRY_AFTER_SECONDS", 5, minimum=1)
 # How long a resolved ingest key is trusted before it is looked up again (revocation delay).
 COLLECTOR_KEY_CACHE_SECONDS = env_float("COSTLINE_COLLECTOR_KEY_CACHE_SECONDS", 10.0)
+# The OTLP/HTTP endpoint as services reach it (shown in the dashboards' set-up instructions).
+COLLECTOR_PUBLIC_URL = env_str("COSTLINE_COLLECTOR_URL", "http://localhost:4318")
 
 # --- Raw data --------------------------------------------------------------------------------------
 RAW_RETENTION_DAYS = env_int("COSTLINE_RAW_RETENTION_DAYS", 30, minimum=1)
@@ -249,8 +276,10 @@ MAX_FUTURE_SKEW_SECONDS = env_int("COSTLINE_MAX_FUTURE_SKEW_SECONDS", 24 * 3600,
 ROLLUP_MINUTE_RETENTION_DAYS = env_int("COSTLINE_ROLLUP_MINUTE_RETENTION_DAYS", 7, minimum=1)
 ROLLUP_HOUR_RETENTION_DAYS = env_int("COSTLINE_ROLLUP_HOUR_RETENTION_DAYS", 730, minimum=1)
 ROLLUP_DAY_RETENTION_DAYS = env_int("COSTLINE_ROLLUP_DAY_RETENTION_DAYS", 730, minimum=1)
-# Largest number of dirty (tenant, minute) buckets one rollup transaction takes on.
-ROLLUP_BATCH_MINUTES = env_int("COSTLINE_ROLLUP_BATCH_MINUTES", 2000, minimum=1)
+# A minute still receiving calls is rebuilt once its oldest pending mark is this old (see rollup.py);
+# one marked by at most ROLLUP_EAGER_MARKS exports is rebuilt at the next tick whatever its age.
+ROLLUP_SETTLE_SECONDS = env_float("COSTLINE_ROLLUP_SETTLE_SECONDS", 30.0)
+ROLLUP_EAGER_MARKS = env_int("COSTLINE_ROLLUP_EAGER_MARKS", 8, minimum=0)
 
 # --- Celery / Redis ----------------------------------------------------------------------------------
 # One Redis for the Celery broker and, later, budget state, counters and caches. The app itself and its

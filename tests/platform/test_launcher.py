@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from django.contrib.auth import authenticate
 
 from costline.launcher import (
     ChildExited,
@@ -20,9 +21,10 @@ from costline.launcher import (
     ensure_demo_credentials,
     load_credentials,
 )
+from costline.management.commands.run import banner
 from costline.tenancy.actions import revoke_ingest_key
 from costline.tenancy.keys import hash_secret
-from costline.tenancy.models import ApiToken, IngestKey, Organization
+from costline.tenancy.models import ApiToken, IngestKey, Membership, Organization, Role, User
 from tests.conftest import TenantKeys
 
 
@@ -104,6 +106,55 @@ def test_it_issues_fresh_credentials_when_the_file_is_damaged(db: None, credenti
     issued = ensure_demo_credentials(credentials_file)
 
     assert load_credentials(credentials_file) == issued
+
+
+def test_it_keeps_a_web_sign_in_that_owns_the_demo_organisation(db: None, credentials_file: Path) -> None:
+    issued = ensure_demo_credentials(credentials_file)
+    again = ensure_demo_credentials(credentials_file)
+
+    assert again.password == issued.password
+    assert len(issued.password) >= 16
+    user = authenticate(username="demo@costline.local", password=issued.password)
+    assert user is not None
+    membership = Membership.objects.get(user=user, organization_id=issued.organization_id)
+    assert membership.role == Role.OWNER
+    assert json.loads(credentials_file.read_text())["password"] == issued.password
+
+
+def test_it_sets_the_saved_password_again_when_it_was_changed(db: None, credentials_file: Path) -> None:
+    issued = ensure_demo_credentials(credentials_file)
+    user = User.objects.get(email="demo@costline.local")
+    user.set_password("something else entirely")
+    user.save()
+
+    again = ensure_demo_credentials(credentials_file)
+
+    assert again.password == issued.password
+    assert authenticate(username="demo@costline.local", password=issued.password) is not None
+
+
+def test_it_issues_a_password_for_a_file_written_before_web_sign_in(db: None, credentials_file: Path) -> None:
+    issued = ensure_demo_credentials(credentials_file)
+    older = json.loads(credentials_file.read_text())
+    del older["email"], older["password"], older["slug"]
+    credentials_file.write_text(json.dumps(older))
+
+    again = ensure_demo_credentials(credentials_file)
+
+    assert (again.ingest_key, again.api_token) == (issued.ingest_key, issued.api_token)
+    assert again.password
+    assert authenticate(username="demo@costline.local", password=again.password) is not None
+
+
+def test_the_banner_shows_the_web_sign_in_and_the_secrets(db: None, credentials_file: Path) -> None:
+    demo = ensure_demo_credentials(credentials_file)
+
+    text = banner(demo, web_port=8123, http_port=4318, grpc_port=4317)
+
+    assert "http://localhost:8123/accounts/login/  as demo@costline.local, password " + demo.password in text
+    assert "http://localhost:8123/o/demo/" in text
+    assert demo.ingest_key in text
+    assert demo.api_token in text
 
 
 # --- supervision: real child processes, a few tenths of a second each ---------------------------------

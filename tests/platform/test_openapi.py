@@ -115,6 +115,9 @@ def test_it_serves_redoc_from_a_local_static_file(client: Client) -> None:
     response = client.get("/api/v1/redoc/")
 
     assert response.status_code == 200
+    html = response.content.decode()
+    assert "http://" not in html, "the page loads something from another site"
+    assert "https://" not in html, "the page loads something from another site"
     scripts = re.findall(r'<script src="([^"]+)"', response.content.decode())
     assert scripts == ["/static/drf_spectacular_sidecar/redoc/bundles/redoc.standalone.js"]
     assert finders.find(scripts[0].removeprefix("/static/"))

@@ -83,16 +83,20 @@ async def existing_days_async(conn: Any, table: str = "usage_llmcall") -> set[da
 async def ensure_partitions_async(
     conn: Any, days: Iterable[date], tables: Iterable[str] = PARTITIONED_TABLES
 ) -> int:
-    """The same for a psycopg AsyncConnection, in a transaction of its own."""
+    """The same for a psycopg AsyncConnection, one transaction per partition.
+
+    Creating a partition locks its parent table exclusively. Were several made in one transaction, it
+    would hold the first parent while waiting for the next, and an export writing the two tables in
+    the other order would deadlock with it (seen when two exports opened new days at once).
+    """
     wanted = sorted(set(days))
     created = 0
-    async with conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock(%s)", [_LOCK_KEY])
-        for table in tables:
-            cur = await conn.execute(LIST_PARTITIONS_SQL, [table])
-            have = days_from_names(row[0] for row in await cur.fetchall())
-            for day in wanted:
-                if day not in have:
+    for table in tables:
+        for day in wanted:
+            async with conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock(%s)", [_LOCK_KEY])
+                cur = await conn.execute(LIST_PARTITIONS_SQL, [table])
+                if day not in days_from_names(row[0] for row in await cur.fetchall()):
                     await conn.execute(create_partition_sql(table, day))
                     created += 1
     return created

@@ -280,3 +280,39 @@ def test_the_watermark_follows_completed_runs(make_tenant: MakeTenant) -> None:
 
     assert rollup.watermark() is not None
     assert rollup.watermark() >= before
+
+
+@override_settings(ROLLUP_SETTLE_SECONDS=30, ROLLUP_EAGER_MARKS=8)
+def test_a_busy_minute_waits_to_settle_and_a_quiet_one_does_not(make_tenant: MakeTenant) -> None:
+    busy, quiet = make_tenant(), make_tenant()
+    start = recent_start()
+    busy_calls = random_calls(busy.org, random.Random(11), 40, start, timedelta(minutes=1))
+    quiet_calls = random_calls(quiet.org, random.Random(12), 5, start, timedelta(minutes=1))
+    for call in busy_calls[:10]:  # ten exports into the same minute: busy
+        mark(busy.id, [call])
+    mark(busy.id, busy_calls[10:])
+    mark(quiet.id, quiet_calls)
+
+    process_dirty()  # the busy minute's oldest mark is fresh: it waits; the quiet one is done at once
+
+    assert stored_sums(CALLS, "minute", busy.id) == {}
+    assert_rollups_match(quiet.id)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE usage_rollup_dirty SET marked_at = marked_at - interval '31 s' WHERE tenant_id = %s",
+            [busy.id],
+        )
+    process_dirty()
+    assert_rollups_match(busy.id)
+
+
+def test_settle_zero_takes_every_mark_at_once(make_tenant: MakeTenant) -> None:
+    tenant = make_tenant()
+    start = recent_start()
+    calls = random_calls(tenant.org, random.Random(13), 30, start, timedelta(minutes=1))
+    for call in calls:
+        mark(tenant.id, [call])
+
+    process_dirty(settle=0)
+
+    assert_rollups_match(tenant.id)

@@ -16,6 +16,7 @@ from costline.launcher import (
     Process,
     Supervisor,
     ensure_demo_credentials,
+    fill_demo,
     reachable_host,
 )
 from costline.settings import env_int
@@ -23,13 +24,14 @@ from costline.settings import env_int
 # The first start of the embedded PostgreSQL and the collector's price catalogue take a few seconds on
 # a laptop; a minute means something is wrong.
 READY_TIMEOUT_SECONDS = 60.0
+DEMO_DAYS = 30
 
 
 class Command(BaseCommand):
     help = (
-        "Run Costline locally until Ctrl-C: seed the demo organisation, start the collector, the web app "
-        "and the Celery worker and beat, print their URLs and the demo credentials. `make run` migrates "
-        "first, then calls this."
+        "Run Costline locally until Ctrl-C: seed the demo organisation (30 days of traffic on the first "
+        "start, topped up later), start the collector, the web app and the Celery worker and beat, print "
+        "their URLs, the demo sign-in and credentials. `make run` migrates first, then calls this."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -39,10 +41,28 @@ class Command(BaseCommand):
             default=env_int("COSTLINE_WEB_PORT", 8000, minimum=1),
             help="port of the web app on 127.0.0.1 (default: COSTLINE_WEB_PORT, else 8000)",
         )
+        parser.add_argument(
+            "--demo-days",
+            type=int,
+            default=env_int("COSTLINE_DEMO_DAYS", DEMO_DAYS, minimum=0),
+            help=f"days of demo traffic to fill in (default: COSTLINE_DEMO_DAYS, else {DEMO_DAYS}; 0: none)",
+        )
 
     def handle(self, *args: object, **options: object) -> None:
         web_port = int(str(options["web_port"]))
         demo = ensure_demo_credentials(settings.DATA_DIR / "demo-credentials.json")
+        demo_days = int(str(options["demo_days"]))
+        if demo_days:
+            try:
+                run = fill_demo(demo, days=demo_days, progress=self.stdout.write)
+            except KeyboardInterrupt:
+                raise CommandError(
+                    "stopped while filling the demo organisation; the next start adds what is missing"
+                ) from None
+            self.stdout.write(
+                f"Demo traffic: {run.calls_stored:,} new calls in {run.ingest_seconds:.1f} s, "
+                f"rolled up in {run.rollup_seconds:.1f} s."
+            )
         connections.close_all()  # the children open their own; this process only supervises from here
 
         python, manage = sys.executable, str(settings.BASE_DIR / "manage.py")
@@ -92,10 +112,11 @@ def banner(demo: DemoCredentials, *, web_port: int, http_port: int, grpc_port: i
 Costline is ready.
 
   Web app       {web}/  (REST API under /api/v1/)
+  Sign in       {web}/accounts/login/  as {demo.email}, password {demo.password}
   OTLP/HTTP     http://localhost:{http_port}  (POST /v1/traces)
   OTLP/gRPC     localhost:{grpc_port}
   Worker, beat  Celery on {_hide_password(settings.REDIS_URL)}
-  Organisation  {demo.organization_name} (id {demo.organization_id})
+  Organisation  {demo.organization_name} (id {demo.organization_id}): {web}/o/{demo.slug}/
   Ingest key    {demo.ingest_key}
   API token     {demo.api_token}
 
