@@ -136,6 +136,8 @@ INSTALLED_APPS = [
     "costline",  # project-wide management commands: `run`
     "costline.tenancy",
     "costline.usage",
+    "costline.alerts",
+    "costline.budgets",
     "costline.dashboards",
 ]
 

@@ -202,3 +202,22 @@ class Invitation(models.Model):
         if self.expires_at <= timezone.now():
             return "expired"
         return "pending"
+
+
+class Team(models.Model):
+    """A group of members who own some projects: budgets can be scoped to a team (its projects' calls)."""
+
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="teams")
+    name = models.CharField(max_length=200)
+    slug = models.SlugField(max_length=100)
+    projects = models.ManyToManyField(Project, blank=True, related_name="teams")
+    members = models.ManyToManyField(User, blank=True, related_name="teams")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["organization", "slug"], name="team_unique_slug_per_org")
+        ]
+
+    def __str__(self) -> str:
+        return self.name
