@@ -564,6 +564,12 @@ def main() -> None:
         say(f"  written in {time.monotonic() - began:,.0f} s")
         say(f"2/4 backfill: rolling up with {args.workers} worker processes")
         backfill = run_rollups(url, args.workers)
+        # Fresh tables have no statistics until autovacuum analyses them (and some servers run it
+        # off): the queries below would be planned for empty tables.
+        from django.db import connection
+
+        with connection.cursor() as cursor:
+            cursor.execute("ANALYZE")
     calls = sum(t.calls for t in tenants)
     if backfill is None:
         # Reused tenants lack the generator's profiles: the live minute gets plain ones.
