@@ -3,17 +3,10 @@ rollover, notifications through the budget's channels, Redis, and which budgets 
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import signal
-import subprocess
-import sys
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 from django.db import connection
@@ -25,6 +18,7 @@ from costline.budgets.models import BudgetEvent, BudgetPeriodState
 from costline.budgets.periods import current_period
 from costline.redis_client import client
 from costline.tenancy.models import Project
+from tests.celery_processes import worker_and_beat
 from tests.platform.budgets.eval_helpers import make_budget, roll_up, spend
 
 
@@ -351,48 +345,6 @@ def test_state_changes_within_5_seconds_of_ingestion(make_tenant) -> None:  # ty
     assert time.monotonic() - ingested < 5.0
 
 
-@contextlib.contextmanager
-def budgets_worker_and_beat(tmp_path: Path) -> Iterator[Path]:
-    """`celery worker` for the budgets queue and `celery beat`, on the test database, until the end."""
-    from django.conf import settings
-
-    from tests.platform.usage.test_rollup_ingest import ROOT, _database_url
-
-    env = {**os.environ, "DATABASE_URL": _database_url(), "REDIS_URL": settings.REDIS_URL}
-    celery = [sys.executable, "-m", "celery", "--app", "costline"]
-    log = tmp_path / "celery.log"
-    worker = [*celery, "worker", "--queues", "budgets", "--concurrency", "1", "--loglevel", "INFO"]
-    worker += ["--without-mingle", "--without-gossip", "--without-heartbeat"]
-    beat = [*celery, "beat", "--loglevel", "INFO", "--schedule", str(tmp_path / "beat-schedule")]
-    processes = []
-    with log.open("wb") as output:
-        for command in (worker, beat):
-            processes.append(
-                subprocess.Popen(
-                    command,
-                    cwd=ROOT,
-                    env=env,
-                    stdin=subprocess.DEVNULL,
-                    stdout=output,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
-            )
-    try:
-        yield log
-    finally:
-        for process in processes:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGTERM)
-        for process in processes:
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
-
-
 def _committed(function):  # type: ignore[no-untyped-def]
     """Run `function` on a connection of its own, committed at once (what the worker must see)."""
 
@@ -422,7 +374,7 @@ def test_ingested_calls_block_within_5_seconds_with_a_real_worker_and_beat(
     tenant = make_live_tenant()
     budget = _committed(lambda: make_budget(tenant.org, amount_usd=Decimal("0.000001"), action="block"))
     try:
-        with budgets_worker_and_beat(tmp_path) as log:
+        with worker_and_beat(tmp_path, queues="budgets") as log:
             deadline = time.monotonic() + 60
             while not client().exists(state.budget_key(budget.id)):  # the worker's first sweep
                 assert time.monotonic() < deadline, log.read_text(errors="replace")[-3000:]

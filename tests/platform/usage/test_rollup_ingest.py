@@ -2,29 +2,22 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from django.conf import settings
 from django.db import connection
 from django.test import Client
 
 from costline.usage.models import LLMCall
 from costline.usage.rollup import CALLS, process_dirty
+from tests.celery_processes import worker_and_beat
 from tests.conftest import RunningCollector, TenantKeys
 from tests.otlp_builders import chat_attrs, export, span, to_protobuf
 from tests.platform.usage.rollup_checks import expected_sums, stored_sums
 
-ROOT = Path(__file__).resolve().parents[3]
 PROTOBUF = {"Content-Type": "application/x-protobuf"}
 MINUTE_NS = 60_000_000_000
 
@@ -75,78 +68,11 @@ def test_stored_calls_are_marked_and_a_retried_export_counts_once(
 # --- A real worker and beat ------------------------------------------------------------------------
 
 
-def _database_url() -> str:
-    db = settings.DATABASES["default"]
-    host = db["HOST"]
-    where = (
-        f"@/{db['NAME']}?host={host}"
-        if str(host).startswith("/")
-        else f"@{host}:{db['PORT'] or 5432}/{db['NAME']}"
-    )
-    auth = db["USER"] + (f":{db['PASSWORD']}" if db["PASSWORD"] else "")
-    return f"postgres://{auth}{where}"
-
-
-@contextlib.contextmanager
-def worker_and_beat(tmp_path: Path) -> Iterator[Path]:
-    """`celery worker` for the rollups queue and `celery beat`, on the test database, until the block ends."""
-    env = {
-        **os.environ,
-        "DATABASE_URL": _database_url(),
-        "REDIS_URL": settings.REDIS_URL,
-        "PYTHONUNBUFFERED": "1",
-    }
-    celery = [sys.executable, "-m", "celery", "--app", "costline"]
-    log = tmp_path / "celery.log"
-    processes = []
-    with log.open("wb") as output:
-        for command in (
-            [
-                *celery,
-                "worker",
-                "--queues",
-                "rollups",
-                "--concurrency",
-                "2",
-                "--loglevel",
-                "INFO",
-                "--without-mingle",
-                "--without-gossip",
-                "--without-heartbeat",
-            ],
-            [*celery, "beat", "--loglevel", "INFO", "--schedule", str(tmp_path / "beat-schedule")],
-        ):
-            processes.append(
-                subprocess.Popen(
-                    command,
-                    cwd=ROOT,
-                    env=env,
-                    stdin=subprocess.DEVNULL,
-                    stdout=output,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
-            )
-    try:
-        yield log
-    finally:
-        for process in processes:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGTERM)
-        for process in processes:
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
-
-
 @pytest.mark.slow
 def test_a_call_shows_in_the_usage_api_within_a_minute(
     collector: RunningCollector, tenant: TenantKeys, client: Client, tmp_path: Path
 ) -> None:
-    with worker_and_beat(tmp_path) as log:
+    with worker_and_beat(tmp_path, queues="rollups", concurrency=2) as log:
         time.sleep(2)  # let beat send its first tick
         sent = time.monotonic()
         send(
