@@ -64,7 +64,7 @@ def _cleanup_synthetic() -> None:
     for budget_id in BUDGETS:
         keys += [
             f"costline:budget:{budget_id}{suffix}"
-            for suffix in ("", ":reserved", ":expiry", ":settled", ":rpm")
+            for suffix in ("", ":reserved", ":expiry", ":settled", ":rpm", ":reserved_sum")
         ]
     client().delete(*keys)
     for key in client().scan_iter(match="costline:reservation:*", count=10_000):

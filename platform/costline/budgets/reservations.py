@@ -17,29 +17,33 @@ Keys, per budget (besides the budget's hash of `costline.budgets.state`):
   a reservation and whether it is closed, so a repeated settle never counts twice (kept ttl + 10
   minutes while open, one minute once closed: about 100 bytes each).
 
-Which budgets cover a call is decided here, in Python, from the tenant's index
-(`costline:budgets:{tenant}`: budget id → scope with teams expanded): a scope matches when, for every
-filter, the call's attribute is one of its values ("" stands for a call without one). Then ONE Lua
+Which budgets cover a call is decided inside the reserve script, from the tenant's index
+(`costline:budgets:{tenant}`: budget id → scope with teams expanded, JSON): a scope matches when, for
+every filter, the call's attribute is one of its values ("" stands for a call without one). In the same
 script, atomically for all of them: drops expired reservations; refuses if any block-action budget
 would pass its limit (spent + settled + reserved + estimate > limit) or is in state block, or any
 budget in state throttle has admitted `throttle_rpm` requests this minute; otherwise records the
 reservation against every covering budget and returns the downgrade model of a budget in state
-downgrade, if any. All or nothing: a refusal changes nothing. So under any concurrency the spend of
-a block budget never exceeds its limit by more than what admitted calls cost beyond their estimates.
+downgrade, if any. All or nothing: a refusal changes nothing, and a budget published or removed
+concurrently is either wholly seen or not at all. So under any concurrency the spend of a block budget
+never exceeds its limit by more than what admitted calls cost beyond their estimates.
+
+One round trip per reserve and per settle: the scripts derive each budget's keys from its id (the
+reservation id names the budgets it holds) rather than receiving them in KEYS. That needs one Redis
+server, as Costline deploys it; Redis Cluster would need every key of a tenant in one hash slot.
 
 Sums run in Lua numbers (doubles): exact for budgets up to $9,007,199 (2^53 nanodollars).
 """
 
 from __future__ import annotations
 
-import json
+import os
 import re
-import uuid
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from costline.budgets.state import budget_key, from_nanos, index_key, settled_key, to_nanos
+from costline.budgets.state import from_nanos, index_key, to_nanos
 from costline.redis_client import client
 
 DEFAULT_TTL_S = 60
@@ -87,45 +91,52 @@ def reservation_key(reservation_id: str) -> str:
     return f"costline:reservation:{reservation_id}"
 
 
-def _keys(budget_id: int) -> list[str]:
-    base = budget_key(budget_id)
-    return [
-        base,
-        f"{base}:reserved",
-        f"{base}:expiry",
-        settled_key(budget_id),
-        f"{base}:rpm",
-        f"{base}:reserved_sum",
-    ]
-
-
-# KEYS[1] the reservation's marker, then 6 per budget (hash, reserved, expiry, settled, rpm, sum).
-# ARGV: reservation id, estimate, ttl ms, tenant, marker ttl ms, key ttl ms (the longest a reservation
-# lives). Time is Redis's, one clock for all.
+# KEYS[1] the tenant's index. ARGV: tenant, reservation id's random part, estimate (nanodollars), ttl
+# ms, marker ttl ms, key ttl ms (the longest a reservation lives), then the call's attributes as name,
+# value pairs. Time is Redis's, one clock for all. Returns admitted (0/1), decision, retry-after s,
+# downgrade model, {budget id, state, verdict, remaining} per covering budget, the reservation id ('' when
+# nothing was reserved).
 _RESERVE = """
 local t = redis.call('TIME')
 local now_s = tonumber(t[1])
 local now_ms = now_s * 1000 + math.floor(tonumber(t[2]) / 1000)
 local minute = now_s - now_s % 60
-local rid, est, ttl_ms, tenant = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
-local n = (#KEYS - 1) / 6
+local tenant, est, ttl_ms = ARGV[1], tonumber(ARGV[3]), tonumber(ARGV[4])
+local attrs = {}
+for i = 7, #ARGV, 2 do attrs[ARGV[i]] = ARGV[i + 1] end
+local index = redis.call('HGETALL', KEYS[1])
+local ids = {}
+for j = 1, #index, 2 do
+  local covers = true
+  for name, values in pairs(cjson.decode(index[j + 1])) do
+    local value, found = attrs[name] or '', false
+    for _, allowed in ipairs(values) do
+      if allowed == value then found = true; break end
+    end
+    if not found then covers = false; break end
+  end
+  if covers then ids[#ids + 1] = tonumber(index[j]) end
+end
+table.sort(ids)
 local refusal, downgrade = '', ''
 local live, out = {}, {}
-for i = 0, n - 1 do
-  local b = 2 + i * 6
-  local h = redis.call('HMGET', KEYS[b], 'tenant', 'state', 'action', 'limit', 'spent',
+for _, id in ipairs(ids) do
+  local base = 'costline:budget:' .. id
+  local reserved, expiry, settled = base .. ':reserved', base .. ':expiry', base .. ':settled'
+  local rpm, total = base .. ':rpm', base .. ':reserved_sum'
+  local h = redis.call('HMGET', base, 'tenant', 'state', 'action', 'limit', 'spent',
                        'period_start', 'period_end', 'throttle_rpm', 'downgrade_model')
   if h[1] == tenant then
-    local expired = redis.call('ZRANGEBYSCORE', KEYS[b + 2], '-inf', now_ms, 'LIMIT', 0, 5000)
+    local expired = redis.call('ZRANGEBYSCORE', expiry, '-inf', now_ms, 'LIMIT', 0, 5000)
     for j = 1, #expired, 500 do
       local chunk = {unpack(expired, j, math.min(j + 499, #expired))}
       local freed = 0
-      for _, v in ipairs(redis.call('HMGET', KEYS[b + 1], unpack(chunk))) do
+      for _, v in ipairs(redis.call('HMGET', reserved, unpack(chunk))) do
         if v then freed = freed + tonumber(v) end
       end
-      redis.call('HDEL', KEYS[b + 1], unpack(chunk))
-      redis.call('ZREM', KEYS[b + 2], unpack(chunk))
-      redis.call('DECRBY', KEYS[b + 5], freed)
+      redis.call('HDEL', reserved, unpack(chunk))
+      redis.call('ZREM', expiry, unpack(chunk))
+      redis.call('DECRBY', total, freed)
     end
     local state, action = h[2] or 'ok', h[3] or 'notify'
     local limit, spent = tonumber(h[4]) or 0, tonumber(h[5]) or 0
@@ -135,12 +146,12 @@ for i = 0, n - 1 do
       spent, state, pstart = 0, 'ok', pend
     end
     local used = spent
-    if redis.call('HLEN', KEYS[b + 1]) == 0 then
-      redis.call('DEL', KEYS[b + 5])  -- no open reservation: the running total restarts from 0
+    if redis.call('HLEN', reserved) == 0 then
+      redis.call('DEL', total)  -- no open reservation: the running total restarts from 0
     else
-      used = used + math.max(0, tonumber(redis.call('GET', KEYS[b + 5]) or '0'))
+      used = used + math.max(0, tonumber(redis.call('GET', total) or '0'))
     end
-    local s = redis.call('HGETALL', KEYS[b + 3])
+    local s = redis.call('HGETALL', settled)
     for j = 1, #s, 2 do
       if tonumber(s[j]) >= pstart then used = used + tonumber(s[j + 1]) end
     end
@@ -148,7 +159,7 @@ for i = 0, n - 1 do
     if action == 'block' then
       if state == 'block' or used + est > limit then verdict = 'block'; refusal = 'block' end
     elseif action == 'throttle' and state == 'throttle' then
-      local c = redis.call('HMGET', KEYS[b + 4], 'minute', 'count')
+      local c = redis.call('HMGET', rpm, 'minute', 'count')
       local count = 0
       if tonumber(c[1]) == minute then count = tonumber(c[2]) or 0 end
       if count >= (tonumber(h[8]) or 0) then
@@ -159,41 +170,42 @@ for i = 0, n - 1 do
       verdict = 'downgrade'
       if downgrade == '' then downgrade = h[9] end
     end
-    live[#live + 1] = {b, state, action}
-    out[#out + 1] = {i, state, verdict, limit - used}
+    live[#live + 1] = {id, reserved, expiry, total, rpm, state == 'throttle' and action == 'throttle'}
+    out[#out + 1] = {id, state, verdict, limit - used}
   end
 end
 if refusal ~= '' then
-  return {0, refusal, (refusal == 'throttle') and (60 - now_s % 60) or 0, '', out}
+  return {0, refusal, (refusal == 'throttle') and (60 - now_s % 60) or 0, '', out, ''}
 end
-if #live > 0 then
-  for _, l in ipairs(live) do
-    local b = l[1]
-    redis.call('HSET', KEYS[b + 1], rid, ARGV[2])
-    redis.call('ZADD', KEYS[b + 2], now_ms + ttl_ms, rid)
-    redis.call('INCRBY', KEYS[b + 5], ARGV[2])
-    -- Keys of a deleted budget vanish on their own once its last reservation could have expired.
-    redis.call('PEXPIRE', KEYS[b + 1], ARGV[6])
-    redis.call('PEXPIRE', KEYS[b + 2], ARGV[6])
-    redis.call('PEXPIRE', KEYS[b + 5], ARGV[6])
-    if l[2] == 'throttle' and l[3] == 'throttle' then
-      local c = redis.call('HMGET', KEYS[b + 4], 'minute', 'count')
-      if tonumber(c[1]) == minute then
-        redis.call('HINCRBY', KEYS[b + 4], 'count', 1)
-      else
-        redis.call('HSET', KEYS[b + 4], 'minute', minute, 'count', 1)
-      end
-      redis.call('EXPIRE', KEYS[b + 4], 120)
+if #live == 0 then return {1, 'ok', 0, '', out, ''} end
+local held = {}
+for _, l in ipairs(live) do held[#held + 1] = l[1] end
+local rid = ARGV[2] .. '-' .. table.concat(held, '.')
+for _, l in ipairs(live) do
+  redis.call('HSET', l[2], rid, ARGV[3])
+  redis.call('ZADD', l[3], now_ms + ttl_ms, rid)
+  redis.call('INCRBY', l[4], ARGV[3])
+  -- Keys of a deleted budget vanish on their own once its last reservation could have expired.
+  redis.call('PEXPIRE', l[2], ARGV[6])
+  redis.call('PEXPIRE', l[3], ARGV[6])
+  redis.call('PEXPIRE', l[4], ARGV[6])
+  if l[6] then
+    local c = redis.call('HMGET', l[5], 'minute', 'count')
+    if tonumber(c[1]) == minute then
+      redis.call('HINCRBY', l[5], 'count', 1)
+    else
+      redis.call('HSET', l[5], 'minute', minute, 'count', 1)
     end
+    redis.call('EXPIRE', l[5], 120)
   end
-  for _, o in ipairs(out) do o[4] = o[4] - est end
-  redis.call('SET', KEYS[1], tenant .. '|open', 'PX', tonumber(ARGV[5]))
 end
-return {1, (downgrade ~= '') and 'downgrade' or 'ok', 0, downgrade, out}
+for _, o in ipairs(out) do o[4] = o[4] - est end
+redis.call('SET', 'costline:reservation:' .. rid, tenant .. '|open', 'PX', tonumber(ARGV[5]))
+return {1, (downgrade ~= '') and 'downgrade' or 'ok', 0, downgrade, out, rid}
 """
 
-# KEYS[1] the reservation's marker, then 5 per budget (hash, reserved, expiry, settled, sum).
-# ARGV: reservation id, actual (nanodollars; settle only), tenant, 'settled' or 'released'.
+# KEYS[1] the reservation's marker. ARGV: reservation id, actual (nanodollars; settle only), tenant,
+# 'settled' or 'released'. The budgets are those the reservation id names.
 _CLOSE = """
 local m = redis.call('GET', KEYS[1])
 local tenant = ARGV[3]
@@ -205,19 +217,21 @@ local t = redis.call('TIME')
 local now_s = tonumber(t[1])
 local minute = now_s - now_s % 60
 local actual = tonumber(ARGV[2])
-for b = 2, #KEYS, 5 do
-  local held = redis.call('HGET', KEYS[b + 1], ARGV[1])
+-- The budget ids come from the reservation id, which the marker (checked above) vouches for.
+for id in string.gmatch(string.match(ARGV[1], '-(.*)$'), '%d+') do
+  local base = 'costline:budget:' .. id
+  local reserved, total = base .. ':reserved', base .. ':reserved_sum'
+  local held = redis.call('HGET', reserved, ARGV[1])
   if held then
-    redis.call('HDEL', KEYS[b + 1], ARGV[1])
-    redis.call('ZREM', KEYS[b + 2], ARGV[1])
-    redis.call('DECRBY', KEYS[b + 4], held)
+    redis.call('HDEL', reserved, ARGV[1])
+    redis.call('ZREM', base .. ':expiry', ARGV[1])
+    redis.call('DECRBY', total, held)
   end
-  if redis.call('HLEN', KEYS[b + 1]) == 0 then redis.call('DEL', KEYS[b + 4]) end
-  -- The budget ids come from the reservation id, which the marker (checked above) vouches for.
+  if redis.call('HLEN', reserved) == 0 then redis.call('DEL', total) end
   if ARGV[4] == 'settled' and actual > 0 then
-    redis.call('HINCRBY', KEYS[b + 3], minute, actual)
+    redis.call('HINCRBY', base .. ':settled', minute, actual)
     -- Settled minutes are needed only until the evaluation has the calls from the database (seconds).
-    redis.call('EXPIRE', KEYS[b + 3], 3600)
+    redis.call('EXPIRE', base .. ':settled', 3600)
   end
 end
 -- A closed marker only has to recognise a retried settle: a minute, so closed ones cost little memory.
@@ -250,17 +264,6 @@ def _money(value: Decimal | str | int, name: str) -> Decimal:
     return amount
 
 
-def covering_budgets(tenant_id: int, attrs: dict[str, str]) -> list[int]:
-    """Ids of the tenant's published budgets whose scope covers a call with these attributes."""
-    index = client().hgetall(index_key(tenant_id))
-    covering = []
-    for raw_id, raw_scope in index.items():
-        scope = json.loads(raw_scope)
-        if all(str(attrs.get(key) or "") in values for key, values in scope.items()):
-            covering.append(int(raw_id))
-    return sorted(covering)
-
-
 def _attrs(attrs: dict[str, Any]) -> dict[str, str]:
     unknown = sorted(set(attrs) - set(ATTRIBUTES))
     if unknown:
@@ -289,38 +292,34 @@ def reserve(
         raise ReservationError(
             f"ttl_seconds must be a whole number of seconds from 1 to {MAX_TTL_S}; got {ttl_s!r}"
         )
-    call = _attrs(attrs)
-    budget_ids = covering_budgets(tenant_id, call)
-    if not budget_ids:
-        return Reservation(None, True, "ok", "", None, ())
-    rid = f"{uuid.uuid4().hex}-{'.'.join(map(str, budget_ids))}"
-    keys = [reservation_key(rid)]
-    for budget_id in budget_ids:
-        keys += _keys(budget_id)
-    admitted, decision, retry, downgrade, rows = _script(0)(
-        keys=keys,
+    flat: list[str] = []
+    for name, value in _attrs(attrs).items():
+        flat += [name, value]
+    admitted, decision, retry, downgrade, rows, rid = _script(0)(
+        keys=[index_key(tenant_id)],
         args=[
-            rid,
+            tenant_id,
+            os.urandom(16).hex(),
             to_nanos(amount, ceiling=True),
             ttl_s * 1000,
-            tenant_id,
             (ttl_s + SETTLE_GRACE_S) * 1000,
             (MAX_TTL_S + 60) * 1000,
+            *flat,
         ],
     )
     checks = tuple(
         BudgetCheck(
-            id=budget_ids[int(index)],
+            id=int(budget_id),
             state=state.decode(),
             verdict=verdict.decode(),
             remaining_usd=from_nanos(int(remaining)),
         )
-        for index, state, verdict, remaining in rows
+        for budget_id, state, verdict, remaining in rows
     )
-    if not checks:  # every covering budget vanished between the index read and the script
+    if not checks:
         return Reservation(None, True, "ok", "", None, ())
     return Reservation(
-        id=rid if admitted else None,
+        id=rid.decode() if admitted else None,
         admitted=bool(admitted),
         decision=decision.decode(),
         downgrade_model=downgrade.decode(),
@@ -332,12 +331,10 @@ def reserve(
 def _close(tenant_id: int, reservation_id: str, actual: Decimal, status: str) -> None:
     if not isinstance(reservation_id, str) or not _ID.match(reservation_id):
         raise UnknownReservation(f"reservation_id {reservation_id!r} is not one that reserve returned")
-    ids = reservation_id.split("-", 1)[1]
-    keys = [reservation_key(reservation_id)]
-    for budget_id in (int(i) for i in ids.split(".") if i):
-        hash_, reserved, expiry, settled, _, total = _keys(budget_id)
-        keys += [hash_, reserved, expiry, settled, total]
-    outcome = _script(1)(keys=keys, args=[reservation_id, to_nanos(actual, ceiling=True), tenant_id, status])
+    outcome = _script(1)(
+        keys=[reservation_key(reservation_id)],
+        args=[reservation_id, to_nanos(actual, ceiling=True), tenant_id, status],
+    )
     outcome = outcome.decode() if isinstance(outcome, bytes) else str(outcome)
     if outcome == "unknown":
         raise UnknownReservation(
