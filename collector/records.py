@@ -64,6 +64,9 @@ class CallRecord:
     emitter: str  # instrumentation scope name, e.g. "opentelemetry.instrumentation.openai_v2"
     emitter_kind: str  # a key of EMITTER_RANK
     server_side: bool  # the model server's own span (vLLM), not the caller's
+    # Answered from the gateway's response cache (`costline.cache.hit` exact or semantic): its tokens are
+    # what the call would have spent, priced as savings, never as cost.
+    gateway_cache_hit: bool
 
     def __init__(
         self,
@@ -102,6 +105,7 @@ class CallRecord:
         emitter: str = "",
         emitter_kind: str = "semconv",
         server_side: bool = False,
+        gateway_cache_hit: bool = False,
     ) -> None:
         self.trace_id = trace_id
         self.span_id = span_id
@@ -137,6 +141,7 @@ class CallRecord:
         self.emitter = emitter
         self.emitter_kind = emitter_kind
         self.server_side = server_side
+        self.gateway_cache_hit = gateway_cache_hit
 
     @property
     def rank(self) -> int:

@@ -2,7 +2,7 @@
 
 `python manage.py run` seeds the demo organisation (credentials, a sign-in, and 30 days of traffic
 through the ingest path, topped up on later starts), then starts one child process per Costline process
-(collector, web, Celery worker and beat today; the gateway joins as one more `Process(...)` line). The
+(collector, web, Celery worker and beat, the inference gateway, and vLLM when it is installed). The
 `Supervisor` prefixes every line a child prints with the child's name, waits until the children's
 ports answer, and stops them all together: on Ctrl-C or SIGTERM, or as soon as one of them dies.
 """
@@ -26,9 +26,9 @@ from typing import IO, TextIO
 
 from django.db import transaction
 
-from costline.tenancy.actions import issue_api_token, issue_ingest_key
+from costline.tenancy.actions import issue_api_token, issue_gateway_key, issue_ingest_key
 from costline.tenancy.keys import hash_secret
-from costline.tenancy.models import ApiToken, IngestKey, Organization
+from costline.tenancy.models import ApiToken, GatewayKey, IngestKey, Organization
 from costline.usage.demo import (
     DEMO_EMAIL,
     DEMO_NAME,
@@ -57,6 +57,7 @@ class DemoCredentials:
     email: str = DEMO_EMAIL
     password: str = ""
     slug: str = DEMO_SLUG
+    gateway_key: str = ""  # the OpenAI clients' api_key for the inference gateway
 
 
 def load_credentials(path: Path) -> DemoCredentials | None:
@@ -72,6 +73,7 @@ def load_credentials(path: Path) -> DemoCredentials | None:
             email=str(data.get("email", DEMO_EMAIL)),
             password=str(data.get("password", "")),
             slug=str(data.get("slug", DEMO_SLUG)),
+            gateway_key=str(data.get("gateway_key", "")),
         )
     except FileNotFoundError:
         return None
@@ -92,7 +94,9 @@ def save_credentials(path: Path, credentials: DemoCredentials) -> None:
     os.replace(partial, path)
 
 
-def _is_active(model: type[IngestKey] | type[ApiToken], org: Organization, plaintext: str) -> bool:
+def _is_active(
+    model: type[IngestKey] | type[ApiToken] | type[GatewayKey], org: Organization, plaintext: str
+) -> bool:
     return model.objects.active().filter(organization=org, secret_hash=hash_secret(plaintext)).exists()
 
 
@@ -116,9 +120,15 @@ def ensure_demo_credentials(path: Path) -> DemoCredentials:
             api_token = saved.api_token
         else:
             api_token = issue_api_token(org, "demo API token (make run)").plaintext
+        if saved is not None and saved.gateway_key and _is_active(GatewayKey, org, saved.gateway_key):
+            gateway_key = saved.gateway_key
+        else:
+            gateway_key = issue_gateway_key(org, "demo gateway key (make run)").plaintext
         password = saved.password if saved is not None and saved.password else secrets.token_urlsafe(12)
         ensure_demo_user(org, email=DEMO_EMAIL, password=password)
-    credentials = DemoCredentials(org.id, org.name, ingest_key, api_token, DEMO_EMAIL, password, org.slug)
+    credentials = DemoCredentials(
+        org.id, org.name, ingest_key, api_token, DEMO_EMAIL, password, org.slug, gateway_key
+    )
     if credentials != saved:
         save_credentials(path, credentials)
     return credentials

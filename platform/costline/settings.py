@@ -321,3 +321,44 @@ REDIS_URL = _redis_url()
 CELERY_BROKER_URL = celery_broker_url(REDIS_URL)
 # Beat remembers when each entry last ran; kept with the other local state, not in the working directory.
 CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
+
+# --- Inference gateway (inference/gateway) ------------------------------------------------------------
+GATEWAY_HOST = env_str("COSTLINE_GATEWAY_HOST", "0.0.0.0")  # noqa: S104 - a network service
+GATEWAY_PORT = env_int("COSTLINE_GATEWAY_PORT", 8100, minimum=0)
+# The gateway as services reach it (shown on the gateway keys page).
+GATEWAY_PUBLIC_URL = env_str("COSTLINE_GATEWAY_URL", "http://localhost:8100")
+# Model aliases, upstreams, fallbacks and cascades: JSON, or the path of a JSON file (README, "Routing").
+# Empty: the bundled vLLM tier's models, plus OpenAI and Anthropic when their keys are set.
+GATEWAY_ROUTES = env_str("COSTLINE_GATEWAY_ROUTES", "")
+VLLM_URL = env_str("COSTLINE_VLLM_URL", "http://127.0.0.1:8200/v1")
+VLLM_EMBEDDINGS_URL = env_str("COSTLINE_VLLM_EMBEDDINGS_URL", "http://127.0.0.1:8201/v1")
+OPENAI_BASE_URL = env_str("COSTLINE_OPENAI_BASE_URL", "https://api.openai.com/v1")
+OPENAI_API_KEY = env_str("COSTLINE_OPENAI_API_KEY", "")
+ANTHROPIC_BASE_URL = env_str("COSTLINE_ANTHROPIC_BASE_URL", "https://api.anthropic.com")
+ANTHROPIC_API_KEY = env_str("COSTLINE_ANTHROPIC_API_KEY", "")
+# An upstream that has not answered (first byte) within this long counts as failed: the next one is tried.
+GATEWAY_UPSTREAM_TIMEOUT_SECONDS = env_float("COSTLINE_GATEWAY_UPSTREAM_TIMEOUT_SECONDS", 60.0)
+# Redis unreachable: admit calls without budget checks (true) or answer 503 (false, the default: a budget
+# that says block must hold).
+GATEWAY_FAIL_OPEN = env_bool("COSTLINE_GATEWAY_FAIL_OPEN", False)
+GATEWAY_CACHE_TTL_SECONDS = env_int("COSTLINE_GATEWAY_CACHE_TTL_SECONDS", 3600, minimum=0)
+# How long a resolved gateway key is trusted before it is looked up again (revocation delay).
+GATEWAY_KEY_CACHE_SECONDS = env_float("COSTLINE_GATEWAY_KEY_CACHE_SECONDS", 10.0)
+# Where the gateway exports its spans (OTLP/HTTP): the collector.
+GATEWAY_OTLP_URL = env_str("COSTLINE_GATEWAY_OTLP_URL", "http://127.0.0.1:4318")
+GATEWAY_MAX_BODY_BYTES = env_int("COSTLINE_GATEWAY_MAX_BODY_BYTES", 8 * 1024 * 1024, minimum=1024)
+
+# --- vLLM tier (inference/vllm) -------------------------------------------------------------------------
+# `make run` starts vLLM when the inference extra is installed (`make inference`); false keeps it off.
+VLLM_ENABLED = env_bool("COSTLINE_VLLM", True)
+VLLM_PROFILE = env_str("COSTLINE_VLLM_PROFILE", "cpu-interactive")  # README, "Inference tier (vLLM)"
+VLLM_PORT = env_int("COSTLINE_VLLM_PORT", 8200, minimum=1)
+# A second server for /v1/embeddings (all-MiniLM-L6-v2): about 30 s more at start and 1 GiB of memory.
+VLLM_EMBEDDINGS_ENABLED = env_bool("COSTLINE_VLLM_EMBEDDINGS", True)
+VLLM_EMBEDDINGS_PORT = env_int("COSTLINE_VLLM_EMBEDDINGS_PORT", 8201, minimum=1)
+# A Hugging Face model folder to serve instead of the bundled SmolLM2-135M-Instruct (empty: bundled).
+VLLM_MODEL = env_str("COSTLINE_VLLM_MODEL", "")
+# Skip torch.compile: ready in ~40 s instead of 75–105 s on 2 cores, for ~25% fewer tokens/s.
+VLLM_ENFORCE_EAGER = env_bool("COSTLINE_VLLM_ENFORCE_EAGER", False)
+# The ingest key vLLM exports its spans with (`make run` passes the demo organisation's); empty: no traces.
+VLLM_INGEST_KEY = env_str("COSTLINE_VLLM_INGEST_KEY", "")

@@ -4,6 +4,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, Spec
 
 from costline.alerts import settings_urls as alerts_settings
 from costline.dashboards.views import home
+from costline.tenancy import gateway_keys_urls as gateway_keys_settings
 from costline.tenancy import settings_urls as tenancy_settings
 from costline.tenancy import teams_settings_urls as teams_settings
 from costline.usage import settings_urls as usage_settings
@@ -23,6 +24,7 @@ urlpatterns = [
             (
                 tenancy_settings.urlpatterns
                 + teams_settings.urlpatterns
+                + gateway_keys_settings.urlpatterns
                 + usage_settings.urlpatterns
                 + alerts_settings.urlpatterns,
                 "settings",

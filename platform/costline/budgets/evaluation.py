@@ -232,6 +232,46 @@ def _drop_settled_before(budget_id: int, cutoff: float) -> int:
     return len(stale)
 
 
+# Settled minutes older than this are folded into one field at the period's start, so the hash of a
+# budget only reservations know stays small however long its period (a month is 44,640 minutes).
+FOLD_AFTER_SECONDS = 600
+# KEYS[1] the settled hash. ARGV: period start, fold cutoff (epoch s), ttl s. Drops earlier periods'
+# minutes, folds this period's older ones into the period start's field, keeps the hash until the
+# period is over; returns this period's total (nanodollars).
+_FOLD = """
+local start, cutoff = tonumber(ARGV[1]), tonumber(ARGV[2])
+local s = redis.call('HGETALL', KEYS[1])
+local folded, total, gone = 0, 0, {}
+for j = 1, #s, 2 do
+  local minute, amount = tonumber(s[j]), tonumber(s[j + 1])
+  if minute == nil or minute < start then
+    gone[#gone + 1] = s[j]
+  else
+    total = total + amount
+    if minute ~= start and minute < cutoff then folded = folded + amount; gone[#gone + 1] = s[j] end
+  end
+end
+for j = 1, #gone, 500 do redis.call('HDEL', KEYS[1], unpack(gone, j, math.min(j + 499, #gone))) end
+if folded > 0 then redis.call('HINCRBY', KEYS[1], ARGV[1], folded) end
+if total > 0 then redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3])) end
+return total
+"""
+
+
+def settled_spend(budget_id: int, start: datetime, end: datetime, now: datetime) -> Decimal:
+    """A reservation-only budget's spend this period: its settled reservations, compacted as it goes."""
+    ttl = max(3600, int((end - now).total_seconds()) + 86_400)
+    total = client().eval(
+        _FOLD,
+        1,
+        redis_state.settled_key(budget_id),
+        int(start.timestamp()),
+        int(now.timestamp()) - FOLD_AFTER_SECONDS,
+        ttl,
+    )
+    return redis_state.from_nanos(int(total))
+
+
 # --- Evaluation ----------------------------------------------------------------------------------
 
 
@@ -246,22 +286,22 @@ def evaluate(budget_id: int, now: datetime | None = None) -> Evaluation | None:
     if budget.paused:
         previous = redis_state.unpublish(budget.id, budget.organization_id)
         return Evaluation(budget.id, start, end, ZERO, State.OK, previous, None, [])
+    zone = budget_zone(budget)
+    prediction: fc.Forecast | None = None
+    error = ""
     try:
         filters = usage_filters(budget)
     except ValueError as exc:
-        # A gateway-key budget: only reservations know its spend. Publish the limits, state ok.
-        previous = redis_state.write(budget, State.OK, ZERO, start, end, expanded_scope(budget))
-        # Its settled reservations are its spend: keep this period's, drop the earlier periods'.
-        _drop_settled_before(budget.id, start.timestamp() - 1)
-        return Evaluation(budget.id, start, end, ZERO, State.OK, previous, None, [], error=str(exc))
-    spend: Spend = period_spend(budget.organization_id, filters, start, end, now)
-    zone = budget_zone(budget)
-    prediction: fc.Forecast | None = None
-    try:
-        history = hourly_history(budget, filters, now)
-        prediction = fc.forecast(history, spend.amount, now, start, end, budget.amount_usd, zone)
-    except Exception:  # a forecast must never stop enforcement
-        log.exception("budget %s: forecast failed", budget.id)
+        # A gateway-key budget: the rollups cannot answer it; its settled reservations are its spend.
+        error = str(exc)
+        spend = Spend(settled_spend(budget.id, start, end, now), through=now, boundary=now)
+    else:
+        spend = period_spend(budget.organization_id, filters, start, end, now)
+        try:
+            history = hourly_history(budget, filters, now)
+            prediction = fc.forecast(history, spend.amount, now, start, end, budget.amount_usd, zone)
+        except Exception:  # a forecast must never stop enforcement
+            log.exception("budget %s: forecast failed", budget.id)
     state = state_for(budget, spend.amount)
     BudgetPeriodState.objects.bulk_create(
         [
@@ -323,9 +363,14 @@ def evaluate(budget_id: int, now: datetime | None = None) -> Evaluation | None:
         )
         if event:
             events.append(event.id)
-    previous = redis_state.write(budget, state, spend.amount, start, end, expanded_scope(budget))
-    drop_settled(budget.id, spend.through)
-    return Evaluation(budget.id, start, end, spend.amount, state, previous, prediction, events)
+    if error:
+        # Its settled minutes are all it has: the hash holds only this period's spend, written as "spent"
+        # would count it twice.
+        previous = redis_state.write(budget, state, ZERO, start, end, expanded_scope(budget))
+    else:
+        previous = redis_state.write(budget, state, spend.amount, start, end, expanded_scope(budget))
+        drop_settled(budget.id, spend.through)
+    return Evaluation(budget.id, start, end, spend.amount, state, previous, prediction, events, error=error)
 
 
 # --- Which budgets to evaluate -------------------------------------------------------------------

@@ -17,7 +17,7 @@ from django.utils import timezone
 from costline.alerts.models import Channel
 from costline.budgets import validation
 from costline.budgets.models import DEFAULT_THRESHOLDS, Action, Budget, Period
-from costline.tenancy.models import Organization, Project, Team
+from costline.tenancy.models import GatewayKey, Organization, Project, Team
 from costline.usage.metrics import QueryError, UsageQuery, usage
 
 OFFER_DAYS = 90
@@ -31,6 +31,7 @@ PICKERS = {
     "providers": "provider",
     "environments": "environment",
     "users": "user",
+    "gateway_keys": "gateway_key",
 }
 DATA_PICKERS = ("model", "feature", "service", "provider", "environment", "user")
 
@@ -45,6 +46,11 @@ def offered_values(organization: Organization) -> dict[str, list[tuple[str, str]
         "team": [
             (t.slug, f"{t.name} ({t.slug})")
             for t in Team.objects.filter(organization=organization).order_by("name")
+        ],
+        # A gateway key is named by its display prefix, which its calls' spans carry.
+        "gateway_key": [
+            (k.prefix, f"{k.name} ({k.prefix}…)")
+            for k in GatewayKey.objects.active().filter(organization=organization).order_by("name")
         ],
     }
     end = timezone.now()
@@ -78,6 +84,11 @@ class BudgetForm(forms.Form):
     environments = forms.MultipleChoiceField(required=False, label="Environments")
     users = forms.MultipleChoiceField(
         required=False, label="End users", help_text="Per-user budgets cannot also filter on anything else."
+    )
+    gateway_keys = forms.MultipleChoiceField(
+        required=False,
+        label="Gateway keys",
+        help_text="Calls made through these gateway keys: enforced at the gateway, spend from its calls.",
     )
     period = forms.ChoiceField(choices=Period.choices, initial=Period.MONTHLY)
     custom_start = forms.DateTimeField(

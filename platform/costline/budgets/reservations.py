@@ -96,7 +96,7 @@ def reservation_key(reservation_id: str) -> str:
 # value pairs. Time is Redis's, one clock for all. Returns admitted (0/1), decision, retry-after s,
 # downgrade model, {budget id, state, verdict, remaining} per covering budget, the reservation id ('' when
 # nothing was reserved).
-_RESERVE = """
+RESERVE_SCRIPT = """
 local t = redis.call('TIME')
 local now_s = tonumber(t[1])
 local now_ms = now_s * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -206,7 +206,7 @@ return {1, (downgrade ~= '') and 'downgrade' or 'ok', 0, downgrade, out, rid}
 
 # KEYS[1] the reservation's marker. ARGV: reservation id, actual (nanodollars; settle only), tenant,
 # 'settled' or 'released'. The budgets are those the reservation id names.
-_CLOSE = """
+CLOSE_SCRIPT = """
 local m = redis.call('GET', KEYS[1])
 local tenant = ARGV[3]
 if not m then return 'unknown' end
@@ -247,7 +247,7 @@ def _script(which: int) -> Any:
     pair = _scripts.get(id(conn))
     if pair is None:
         _scripts.clear()
-        pair = (conn.register_script(_RESERVE), conn.register_script(_CLOSE))
+        pair = (conn.register_script(RESERVE_SCRIPT), conn.register_script(CLOSE_SCRIPT))
         _scripts[id(conn)] = pair
     return pair[which]
 
@@ -287,6 +287,15 @@ def reserve(
     gateway_key (any may be left out). Raises ReservationError for bad input, redis.RedisError when
     Redis cannot be reached (nothing was reserved: the caller may retry).
     """
+    keys, args = reserve_request(tenant_id, attrs, estimate, ttl_s)
+    return reserve_result(_script(0)(keys=keys, args=args))
+
+
+def reserve_request(
+    tenant_id: int, attrs: dict[str, Any], estimate: Decimal | str, ttl_s: int = DEFAULT_TTL_S
+) -> tuple[list[str], list[Any]]:
+    """KEYS and ARGV of the reserve script (RESERVE_SCRIPT), for callers with their own Redis client
+    (the gateway's asyncio one); `reserve_result` reads its answer. Raises ReservationError."""
     amount = _money(estimate, "estimate_usd")
     if isinstance(ttl_s, bool) or not isinstance(ttl_s, int) or not 1 <= ttl_s <= MAX_TTL_S:
         raise ReservationError(
@@ -295,18 +304,19 @@ def reserve(
     flat: list[str] = []
     for name, value in _attrs(attrs).items():
         flat += [name, value]
-    admitted, decision, retry, downgrade, rows, rid = _script(0)(
-        keys=[index_key(tenant_id)],
-        args=[
-            tenant_id,
-            os.urandom(16).hex(),
-            to_nanos(amount, ceiling=True),
-            ttl_s * 1000,
-            (ttl_s + SETTLE_GRACE_S) * 1000,
-            (MAX_TTL_S + 60) * 1000,
-            *flat,
-        ],
-    )
+    return [index_key(tenant_id)], [
+        tenant_id,
+        os.urandom(16).hex(),
+        to_nanos(amount, ceiling=True),
+        ttl_s * 1000,
+        (ttl_s + SETTLE_GRACE_S) * 1000,
+        (MAX_TTL_S + 60) * 1000,
+        *flat,
+    ]
+
+
+def reserve_result(raw: Any) -> Reservation:
+    admitted, decision, retry, downgrade, rows, rid = raw
     checks = tuple(
         BudgetCheck(
             id=int(budget_id),
@@ -328,14 +338,24 @@ def reserve(
     )
 
 
-def _close(tenant_id: int, reservation_id: str, actual: Decimal, status: str) -> None:
+def close_request(
+    tenant_id: int, reservation_id: str, actual: Decimal | str, status: str
+) -> tuple[list[str], list[Any]]:
+    """KEYS and ARGV of the close script (CLOSE_SCRIPT); status is "settled" or "released"."""
     if not isinstance(reservation_id, str) or not _ID.match(reservation_id):
         raise UnknownReservation(f"reservation_id {reservation_id!r} is not one that reserve returned")
-    outcome = _script(1)(
-        keys=[reservation_key(reservation_id)],
-        args=[reservation_id, to_nanos(actual, ceiling=True), tenant_id, status],
-    )
-    outcome = outcome.decode() if isinstance(outcome, bytes) else str(outcome)
+    amount = _money(actual, "actual_usd")
+    return [reservation_key(reservation_id)], [
+        reservation_id,
+        to_nanos(amount, ceiling=True),
+        tenant_id,
+        status,
+    ]
+
+
+def close_result(reservation_id: str, raw: Any) -> None:
+    """Raise what the close script's answer means (UnknownReservation, ReservationClosed), if anything."""
+    outcome = raw.decode() if isinstance(raw, bytes) else str(raw)
     if outcome == "unknown":
         raise UnknownReservation(
             f"no open reservation {reservation_id} in this organisation: never made, closed more than a "
@@ -346,13 +366,18 @@ def _close(tenant_id: int, reservation_id: str, actual: Decimal, status: str) ->
         raise ReservationClosed(f"reservation {reservation_id} was already {outcome}; nothing changed")
 
 
+def _close(tenant_id: int, reservation_id: str, actual: Decimal | str, status: str) -> None:
+    keys, args = close_request(tenant_id, reservation_id, actual, status)
+    close_result(reservation_id, _script(1)(keys=keys, args=args))
+
+
 def settle(tenant_id: int, reservation_id: str, actual: Decimal | str) -> None:
     """Replace a reservation by the call's actual cost, counted until the database has the call.
 
     Works after the reservation expired too (within SETTLE_GRACE_S): the call happened, so it counts.
     Raises UnknownReservation, ReservationClosed (settled or released before), redis.RedisError.
     """
-    _close(tenant_id, reservation_id, _money(actual, "actual_usd"), "settled")
+    _close(tenant_id, reservation_id, actual, "settled")
 
 
 def release(tenant_id: int, reservation_id: str) -> None:

@@ -16,7 +16,7 @@ from django.core.exceptions import ValidationError
 
 from costline.budgets.models import DEFAULT_THRESHOLDS, SCOPE_KEYS, Action, Budget, Period
 from costline.budgets.spend import RESERVATION_ONLY_KEYS, usage_filters
-from costline.tenancy.models import Membership, Organization, Project, Role, Team
+from costline.tenancy.models import GatewayKey, Membership, Organization, Project, Role, Team
 from costline.tenancy.web import role_at_least
 
 MIN_THRESHOLD, MAX_THRESHOLD = 1, 200
@@ -102,6 +102,18 @@ def scope(organization: Organization, raw: Any) -> dict[str, list[str]]:
                     f"Scope {key}: no {key} with the slug {', '.join(missing)} in this organisation "
                     f"(see Settings → {key.capitalize()}s)."
                 )
+    if "gateway_key" in out:
+        known = set(
+            GatewayKey.objects.filter(organization=organization, prefix__in=out["gateway_key"]).values_list(
+                "prefix", flat=True
+            )
+        )
+        missing = [v for v in out["gateway_key"] if v not in known]
+        if missing:
+            raise ValidationError(
+                f"Scope gateway_key: no gateway key with the prefix {', '.join(missing)} in this "
+                "organisation (see Settings → Gateway keys: a key is named by its prefix, e.g. clgk_AbC1234)."
+            )
     answerable = {k: v for k, v in out.items() if k not in RESERVATION_ONLY_KEYS}
     try:
         usage_filters(Budget(organization=organization, scope=answerable))

@@ -166,11 +166,6 @@ def _budget_form(request: OrgRequest, budget: Budget | None) -> HttpResponse:
         valid = request.method == "POST" and form.is_valid()
     if valid:
         values = form.values()
-        if budget is not None:
-            # The form has no picker for gateway keys (enforced by the gateway alone): keep them.
-            keys = (budget.scope or {}).get("gateway_key")
-            if keys:
-                values["scope"] = {**values["scope"], "gateway_key": keys}
         _check_may_change(request, values["scope"])
         if budget is None:
             budget = actions.create_budget(request.organization, _actor(request), values)

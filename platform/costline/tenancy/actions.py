@@ -8,8 +8,25 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.text import slugify
 
-from costline.tenancy.keys import API_TOKEN_PREFIX, INGEST_KEY_PREFIX, display_prefix, hash_secret, new_secret
-from costline.tenancy.models import ApiToken, IngestKey, Membership, Organization, Project, Role, User
+from costline.tenancy.keys import (
+    API_TOKEN_PREFIX,
+    GATEWAY_KEY_PREFIX,
+    INGEST_KEY_PREFIX,
+    display_prefix,
+    hash_secret,
+    new_secret,
+)
+from costline.tenancy.models import (
+    ApiToken,
+    GatewayKey,
+    IngestKey,
+    Membership,
+    Organization,
+    Project,
+    Role,
+    Team,
+    User,
+)
 
 
 @dataclass(frozen=True)
@@ -53,6 +70,29 @@ def issue_ingest_key(
     return Issued(id=key.id, prefix=key.prefix, plaintext=plaintext)
 
 
+def issue_gateway_key(
+    org: Organization,
+    name: str,
+    *,
+    project: Project | None = None,
+    team: Team | None = None,
+    cache_enabled: bool = True,
+    created_by: User | None = None,
+) -> Issued:
+    plaintext = new_secret(GATEWAY_KEY_PREFIX)
+    key = GatewayKey.objects.create(
+        organization=org,
+        name=name,
+        project=project,
+        team=team,
+        cache_enabled=cache_enabled,
+        created_by=created_by,
+        prefix=display_prefix(plaintext),
+        secret_hash=hash_secret(plaintext),
+    )
+    return Issued(id=key.id, prefix=key.prefix, plaintext=plaintext)
+
+
 def issue_api_token(org: Organization, name: str, *, user: User | None = None) -> Issued:
     plaintext = new_secret(API_TOKEN_PREFIX)
     token = ApiToken.objects.create(
@@ -88,6 +128,15 @@ def revoke_ingest_key(org: Organization, key_id: int) -> bool:
 def revoke_api_token(org: Organization, token_id: int) -> bool:
     return bool(
         ApiToken.objects.filter(organization=org, id=token_id, revoked_at__isnull=True).update(
+            revoked_at=timezone.now()
+        )
+    )
+
+
+def revoke_gateway_key(org: Organization, key_id: int) -> bool:
+    """Revoke one of `org`'s gateway keys; the gateway refuses it within its key cache time (10 s)."""
+    return bool(
+        GatewayKey.objects.filter(organization=org, id=key_id, revoked_at__isnull=True).update(
             revoked_at=timezone.now()
         )
     )

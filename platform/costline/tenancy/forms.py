@@ -13,7 +13,7 @@ from django.contrib.auth.forms import AuthenticationForm
 from django.utils.text import slugify
 
 from costline.tenancy.members import grantable_roles
-from costline.tenancy.models import Membership, Organization, Project, Role, User
+from costline.tenancy.models import Membership, Organization, Project, Role, Team, User
 
 
 class SignInForm(AuthenticationForm):
@@ -144,6 +144,35 @@ class IngestKeyForm(forms.Form):
         super().__init__(*args, **kwargs)
         project = cast(forms.ModelChoiceField, self.fields["project"])
         project.queryset = Project.objects.filter(organization=organization).order_by("name")
+
+
+class GatewayKeyForm(forms.Form):
+    name = forms.CharField(max_length=200, help_text="Who calls with it, e.g. 'support-bot production'.")
+    project = forms.ModelChoiceField(
+        queryset=Project.objects.none(),
+        required=False,
+        empty_label="(none)",
+        help_text="The project the gateway attributes this key's calls to.",
+    )
+    team = forms.ModelChoiceField(
+        queryset=Team.objects.none(),
+        required=False,
+        empty_label="(none)",
+        help_text="The team that owns the calls (its budgets apply through the project).",
+    )
+    cache_enabled = forms.BooleanField(
+        required=False,
+        initial=True,
+        label="Response cache",
+        help_text="Answer repeated requests from the cache. Off: nothing of this key's calls is cached.",
+    )
+
+    def __init__(self, *args: Any, organization: Organization, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        project = cast(forms.ModelChoiceField, self.fields["project"])
+        project.queryset = Project.objects.filter(organization=organization).order_by("name")
+        team = cast(forms.ModelChoiceField, self.fields["team"])
+        team.queryset = Team.objects.filter(organization=organization).order_by("name")
 
 
 class ApiTokenForm(forms.Form):

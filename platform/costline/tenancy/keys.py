@@ -7,6 +7,7 @@ import secrets
 
 INGEST_KEY_PREFIX = "clik_"
 API_TOKEN_PREFIX = "clat_"  # noqa: S105 - a prefix, not a secret
+GATEWAY_KEY_PREFIX = "clgk_"
 DISPLAY_PREFIX_LENGTH = 12
 
 

@@ -152,6 +152,23 @@ class ApiToken(Secret):
     user = models.ForeignKey(User, null=True, blank=True, on_delete=models.CASCADE, related_name="api_tokens")
 
 
+class GatewayKey(Secret):
+    """Authenticates callers of the inference gateway (`Authorization: Bearer clgk_…`, as OpenAI keys).
+
+    Maps the caller to its organisation and, optionally, a team and a project: the gateway's calls are
+    attributed to them and the budgets covering them are reserved against. The gateway also exports
+    its spans of a caller's calls with this key, so the collector stores them in the same organisation.
+    """
+
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="gateway_keys")
+    project = models.ForeignKey(Project, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    team = models.ForeignKey("Team", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created_by = models.ForeignKey(User, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    # Off: the gateway neither answers this key's calls from its response caches nor stores their answers
+    # (for callers whose prompts must not be kept, even as cached responses).
+    cache_enabled = models.BooleanField(default=True)
+
+
 class InvitationQuerySet(models.QuerySet["Invitation"]):
     def open(self) -> InvitationQuerySet:
         """Neither accepted nor revoked (possibly expired)."""

@@ -63,7 +63,7 @@ def settings_page(
         return render(request, template, context, status=status)
 
 
-def _person(request: OrgRequest) -> User:
+def person(request: OrgRequest) -> User:
     """The signed-in user of a page `org_view` let through (so never anonymous)."""
     return cast(User, request.user)
 
@@ -295,7 +295,7 @@ def ingest_keys(request: OrgRequest) -> HttpResponse:
 def _ingest_keys_page(request: OrgRequest, form: IngestKeyForm, status: int = 200) -> HttpResponse:
     keys = IngestKey.objects.filter(organization=request.organization).select_related("project", "created_by")
     context = {
-        "keys": keys.order_by(_active_first(), "-created_at", "-id"),
+        "keys": keys.order_by(active_first(), "-created_at", "-id"),
         "form": form,
         "new_secret": shown_once.take(request, INGEST_KEY),
     }
@@ -304,7 +304,7 @@ def _ingest_keys_page(request: OrgRequest, form: IngestKeyForm, status: int = 20
     return response
 
 
-def _active_first() -> Case:
+def active_first() -> Case:
     return Case(When(revoked_at__isnull=True, then=Value(0)), default=Value(1), output_field=IntegerField())
 
 
@@ -318,7 +318,7 @@ def ingest_key_new(request: OrgRequest) -> HttpResponse:
         request.organization,
         form.cleaned_data["name"],
         project=form.cleaned_data["project"],
-        created_by=_person(request),
+        created_by=person(request),
     )
     messages.success(request, f"Created ingest key {issued.prefix}…: copy it now, it is shown only once.")
     response = redirect("settings:ingest_keys", org=request.organization.slug)
@@ -349,11 +349,11 @@ def api_tokens(request: OrgRequest) -> HttpResponse:
 
 def _api_tokens_page(request: OrgRequest, form: ApiTokenForm, status: int = 200) -> HttpResponse:
     is_admin = role_at_least(request.membership, Role.ADMIN)
-    tokens = ApiToken.objects.filter(organization=request.organization, user=_person(request))
+    tokens = ApiToken.objects.filter(organization=request.organization, user=person(request))
     if is_admin:
         tokens = tokens | ApiToken.objects.filter(organization=request.organization, user__isnull=True)
     context = {
-        "tokens": tokens.order_by(_active_first(), "-created_at", "-id"),
+        "tokens": tokens.order_by(active_first(), "-created_at", "-id"),
         "form": form,
         "new_secret": shown_once.take(request, API_TOKEN),
     }
@@ -373,7 +373,7 @@ def api_token_new(request: OrgRequest) -> HttpResponse:
         raise NotAllowed(
             "Only admins and owners can create organisation tokens; create a personal token instead."
         )
-    user = _person(request) if personal else None
+    user = person(request) if personal else None
     issued = issue_api_token(request.organization, form.cleaned_data["name"], user=user)
     messages.success(request, f"Created API token {issued.prefix}…: copy it now, it is shown only once.")
     response = redirect("settings:api_tokens", org=request.organization.slug)

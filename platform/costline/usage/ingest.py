@@ -24,7 +24,7 @@ from collector.pipeline import Pipeline, cpu_bound
 from collector.records import Batch
 from collector.server import CollectorServer
 from collector.sink import SinkUnavailable, TenantRef, WriteResult
-from costline.tenancy.keys import INGEST_KEY_PREFIX, hash_secret
+from costline.tenancy.keys import GATEWAY_KEY_PREFIX, INGEST_KEY_PREFIX, hash_secret
 from costline.usage.partitions import day_of, ensure_partitions_async, existing_days_async, partition_name
 from costline.usage.pricing import Override
 from costline.usage.reconcile import (
@@ -169,7 +169,12 @@ class PostgresSink:
     # --- authentication ------------------------------------------------------------------------
 
     async def authenticate(self, secret: str) -> TenantRef | None:
-        if not secret.startswith(INGEST_KEY_PREFIX):
+        """An ingest key's tenant; a gateway key's too, which the gateway exports its spans with."""
+        if secret.startswith(INGEST_KEY_PREFIX):
+            table = "tenancy_ingestkey"
+        elif secret.startswith(GATEWAY_KEY_PREFIX):
+            table = "tenancy_gatewaykey"
+        else:
             return None
         digest = hash_secret(secret)
         now = time.monotonic()
@@ -179,7 +184,7 @@ class PostgresSink:
         try:
             async with self.pool.connection() as conn:
                 cur = await conn.execute(
-                    "SELECT id, organization_id, project_id FROM tenancy_ingestkey "
+                    f"SELECT id, organization_id, project_id FROM {table} "  # noqa: S608 - one of two names
                     "WHERE secret_hash = %s AND revoked_at IS NULL",
                     [digest],
                 )
@@ -189,8 +194,11 @@ class PostgresSink:
                     if row
                     else None
                 )
-                if tenant is not None and now - self._last_used.get(tenant.ingest_key_id, -1e9) > (
-                    LAST_USED_RESOLUTION_SECONDS
+                # The gateway stamps its keys' last use itself; the collector only its ingest keys'.
+                if (
+                    tenant is not None
+                    and table == "tenancy_ingestkey"
+                    and now - self._last_used.get(tenant.ingest_key_id, -1e9) > LAST_USED_RESOLUTION_SECONDS
                 ):
                     self._last_used[tenant.ingest_key_id] = now
                     await conn.execute(

@@ -469,3 +469,14 @@ def price_call(
         provider,
         catalogue.cache_savings(keys),
     )
+
+
+GATEWAY_CACHE_SOURCE = "gateway_cache"
+
+
+def as_gateway_cache_hit(price: Price) -> Price:
+    """A call the gateway answered from its cache: it cost nothing; its full price is what it saved."""
+    if price.cost_usd is None:
+        return price
+    saved = price.cost_usd + (price.cache_savings_usd or Decimal(0))
+    return Price(Decimal(0), GATEWAY_CACHE_SOURCE, price.version, price.model, price.provider, saved)

@@ -24,7 +24,14 @@ from django.utils import timezone
 
 from costline.usage.models import PriceOverride, RepriceRequest, WorkerState
 from costline.usage.partitions import existing_days
-from costline.usage.pricing import CATALOGUE_VERSION, Override, TokenUsage, price_call
+from costline.usage.pricing import (
+    CATALOGUE_VERSION,
+    GATEWAY_CACHE_SOURCE,
+    Override,
+    TokenUsage,
+    as_gateway_cache_hit,
+    price_call,
+)
 from costline.usage.rollup import mark_dirty
 
 log = logging.getLogger(__name__)
@@ -120,6 +127,8 @@ def _changed(row: tuple[Any, ...], overrides: list[Override]) -> tuple[Any, ...]
         failed=row[12] == "error",
         overrides=overrides,
     )
+    if row[15] == GATEWAY_CACHE_SOURCE:
+        price = as_gateway_cache_hit(price)
     new = (price.cost_usd, price.cache_savings_usd, price.source, price.version)
     if new == tuple(row[13:17]):
         return None

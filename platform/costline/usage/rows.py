@@ -17,7 +17,7 @@ from typing import Any
 
 from collector.records import Batch, CallRecord
 from collector.sink import TenantRef
-from costline.usage.pricing import Override, Price, TokenUsage, price_call
+from costline.usage.pricing import Override, Price, TokenUsage, as_gateway_cache_hit, price_call
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -131,7 +131,7 @@ def _attribution(call: CallRecord) -> tuple[Any, ...]:
 
 
 def _price(call: CallRecord, start: datetime, overrides: list[Override]) -> Price:
-    return price_call(
+    price = price_call(
         provider=call.provider,
         request_model=call.request_model,
         response_model=call.response_model,
@@ -147,6 +147,7 @@ def _price(call: CallRecord, start: datetime, overrides: list[Override]) -> Pric
         failed=call.status == "error",
         overrides=overrides,
     )
+    return as_gateway_cache_hit(price) if call.gateway_cache_hit else price
 
 
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})

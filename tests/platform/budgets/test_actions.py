@@ -178,7 +178,12 @@ def test_it_refuses_a_scope_the_rollups_cannot_answer(org: Organization) -> None
 
 
 def test_it_accepts_a_gateway_key_scope_enforced_by_reservations(org: Organization) -> None:
-    assert validation.scope(org, {"gateway_key": ["clgw_ab12"]}) == {"gateway_key": ["clgw_ab12"]}
+    from costline.tenancy.actions import issue_gateway_key
+
+    prefix = issue_gateway_key(org, "bot").prefix
+    assert validation.scope(org, {"gateway_key": [prefix]}) == {"gateway_key": [prefix]}
+    with pytest.raises(ValidationError, match="no gateway key with the prefix clgk_nope"):
+        validation.scope(org, {"gateway_key": ["clgk_nope"]})
 
 
 def test_it_normalises_a_scope(org: Organization) -> None:

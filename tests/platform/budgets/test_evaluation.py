@@ -10,6 +10,7 @@ from decimal import Decimal
 
 import pytest
 from django.db import connection
+from django.utils import timezone
 
 from costline.alerts.models import Channel, Delivery
 from costline.budgets import state
@@ -237,6 +238,31 @@ def test_scopes_and_tenant_isolation(make_tenant) -> None:  # type: ignore[no-un
     client().hset(state.settled_key(gateway.id), mapping={str(start - 60): 5, str(start): 7})
     evaluate(gateway.id)
     assert client().hkeys(state.settled_key(gateway.id)) == [str(start).encode()]
+
+
+@pytest.mark.django_db
+@pytest.mark.usefixtures("redis_db")
+def test_a_gateway_key_budget_spends_what_its_reservations_settled(make_tenant) -> None:  # type: ignore[no-untyped-def]
+    org = make_tenant().org
+    budget = make_budget(
+        org, name="Key", amount_usd=Decimal("1.00"), action="block", scope={"gateway_key": ["gk_1"]}
+    )
+    start = int(evaluate(budget.id).period_start.timestamp())  # type: ignore[union-attr]
+    now = int(timezone.now().timestamp())
+    old, recent = now - now % 60 - 3600, now - now % 60
+    settled = {str(old): 600_000_000, str(recent): 500_000_000}  # $0.60 an hour ago, $0.50 this minute
+    client().hset(state.settled_key(budget.id), mapping={k: v for k, v in settled.items() if int(k) >= start})
+    expected = sum(Decimal(v) / Decimal("1e9") for k, v in settled.items() if int(k) >= start)
+
+    result = evaluate(budget.id)
+
+    assert result is not None
+    assert result.spend == expected
+    assert result.state == ("block" if expected >= 1 else "ok")
+    assert BudgetPeriodState.objects.get(budget=budget).spend_usd == expected
+    # Minutes older than ten minutes are folded into the period's first: the hash stays small.
+    assert str(old).encode() not in client().hkeys(state.settled_key(budget.id)) or old == start
+    assert evaluate(budget.id).spend == expected  # type: ignore[union-attr]  # folding changed no total
 
 
 @pytest.mark.django_db

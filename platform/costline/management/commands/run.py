@@ -20,6 +20,7 @@ from costline.launcher import (
     reachable_host,
 )
 from costline.settings import env_int
+from inference.vllm.models import CHAT_MODEL_NAME, EMBEDDING_MODEL_NAME, unavailable_reason
 
 # The first start of the embedded PostgreSQL and the collector's price catalogue take a few seconds on
 # a laptop; a minute means something is wrong.
@@ -79,11 +80,13 @@ class Command(BaseCommand):
                 Process("worker", worker),
                 # Its schedule file is settings.CELERY_BEAT_SCHEDULE_FILENAME, under .costline/.
                 Process("beat", [*celery, "beat", "--loglevel", "INFO"]),
+                Process("gateway", [python, manage, "gateway"], (settings.GATEWAY_PORT,)),
+                *vllm_processes(python, manage),
             ],
             # DATABASE_URL and REDIS_URL are in the environment: set by the user, or exported by the
             # settings when they started the embedded PostgreSQL and Redis, which this process holds
             # until the children are stopped.
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **vllm_env(demo)},
             cwd=settings.BASE_DIR,
             output=sys.stdout,
         )
@@ -96,7 +99,8 @@ class Command(BaseCommand):
         try:
             supervisor.start()
             if supervisor.wait_ready(READY_TIMEOUT_SECONDS):
-                supervisor.announce(banner(demo, web_port=web_port, http_port=http_port, grpc_port=grpc_port))
+                ports = {"web_port": web_port, "http_port": http_port, "grpc_port": grpc_port}
+                supervisor.announce(banner(demo, **ports, vllm=vllm_banner()))
                 supervisor.wait()
         except (ChildExited, PortBusy, TimeoutError) as exc:
             raise CommandError(str(exc)) from None
@@ -105,7 +109,7 @@ class Command(BaseCommand):
         self.stdout.write("Costline stopped.")
 
 
-def banner(demo: DemoCredentials, *, web_port: int, http_port: int, grpc_port: int) -> str:
+def banner(demo: DemoCredentials, *, web_port: int, http_port: int, grpc_port: int, vllm: str = "") -> str:
     web = f"http://localhost:{web_port}"
     rule = "-" * 78
     return f"""{rule}
@@ -119,7 +123,8 @@ Costline is ready.
   Organisation  {demo.organization_name} (id {demo.organization_id}): {web}/o/{demo.slug}/
   Ingest key    {demo.ingest_key}
   API token     {demo.api_token}
-
+  Gateway       http://localhost:{settings.GATEWAY_PORT}/v1  (OpenAI API), key {demo.gateway_key}
+{vllm}
 Send traces from any OpenTelemetry SDK:
   export OTEL_EXPORTER_OTLP_ENDPOINT=http://localhost:{http_port}
   export OTEL_EXPORTER_OTLP_HEADERS="Authorization=Bearer%20{demo.ingest_key}"
@@ -128,6 +133,40 @@ List the calls Costline stored, newest first:
 
 The demo credentials are kept in {settings.DATA_DIR / "demo-credentials.json"}. Ctrl-C stops everything.
 {rule}"""
+
+
+def vllm_processes(python: str, manage: str) -> list[Process]:
+    """The vLLM tier's servers, when the inference extra is installed and COSTLINE_VLLM is not off.
+
+    They answer only after loading (40–105 s on 2 cores), so they declare no ports: Costline is ready
+    without them, and each prints "vLLM is ready" when it answers. `manage.py vllm` checks its port.
+    """
+    if not settings.VLLM_ENABLED or unavailable_reason() is not None:
+        return []
+    processes = [Process("vllm", [python, manage, "vllm"])]
+    if settings.VLLM_EMBEDDINGS_ENABLED:
+        processes.append(Process("vllm-embed", [python, manage, "vllm", "--embeddings"]))
+    return processes
+
+
+def vllm_env(demo: DemoCredentials) -> dict[str, str]:
+    # vLLM's own spans are stored in the demo organisation unless another key was configured.
+    return {"COSTLINE_VLLM_INGEST_KEY": settings.VLLM_INGEST_KEY or demo.ingest_key}
+
+
+def vllm_banner() -> str:
+    """What the banner says about vLLM: where it answers once loaded, or why it is not running."""
+    if not settings.VLLM_ENABLED:
+        return "  vLLM          off (COSTLINE_VLLM=0)\n"
+    reason = unavailable_reason()
+    if reason is not None:
+        return f"  vLLM          not started: {reason}\n"
+    port = settings.VLLM_PORT
+    lines = f"  vLLM          http://localhost:{port}/v1  {CHAT_MODEL_NAME} (loads in 40–105 s)\n"
+    if settings.VLLM_EMBEDDINGS_ENABLED:
+        embeddings = settings.VLLM_EMBEDDINGS_PORT
+        lines += f"  Embeddings    http://localhost:{embeddings}/v1  {EMBEDDING_MODEL_NAME} (vLLM)\n"
+    return lines
 
 
 def _hide_password(url: str) -> str:

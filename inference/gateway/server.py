@@ -1,0 +1,99 @@
+"""Build the gateway from the settings and serve it with uvicorn (`python manage.py gateway`)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from dataclasses import dataclass
+
+import httpx
+import redis.asyncio as aioredis
+import uvicorn
+from django.conf import settings
+
+from inference.gateway import routes as route_config
+from inference.gateway.app import GatewayApp
+from inference.gateway.callers import CallerStore
+from inference.gateway.service import Gateway, GatewaySettings
+from inference.gateway.telemetry import Telemetry
+
+log = logging.getLogger(__name__)
+
+
+def route_table() -> route_config.RouteTable:
+    """The route table of COSTLINE_GATEWAY_ROUTES (or the defaults); RouteConfigError says what is wrong."""
+    config = route_config.load(
+        settings.GATEWAY_ROUTES,
+        vllm_url=settings.VLLM_URL,
+        vllm_embeddings_url=settings.VLLM_EMBEDDINGS_URL,
+        openai_base_url=settings.OPENAI_BASE_URL,
+        openai_api_key=settings.OPENAI_API_KEY,
+        anthropic_base_url=settings.ANTHROPIC_BASE_URL,
+        anthropic_api_key=settings.ANTHROPIC_API_KEY,
+    )
+    return route_config.parse(config, default_timeout_s=settings.GATEWAY_UPSTREAM_TIMEOUT_SECONDS)
+
+
+def build_app(*, routes: route_config.RouteTable | None = None, otlp_url: str | None = None) -> GatewayApp:
+    from costline.usage.ingest import conninfo_from_settings
+
+    store = CallerStore(
+        conninfo_from_settings(settings.DATABASES["default"]),
+        key_cache_seconds=settings.GATEWAY_KEY_CACHE_SECONDS,
+    )
+    # A bounded pool that makes a request wait for a free connection (at most 2 s) rather than fail:
+    # 64 connections keep Redis busy; hundreds of concurrent calls would only queue inside Redis.
+    pool = aioredis.BlockingConnectionPool.from_url(
+        settings.REDIS_URL, max_connections=64, timeout=2, socket_timeout=2, socket_connect_timeout=2
+    )
+    redis_client = aioredis.Redis(connection_pool=pool)
+    telemetry = Telemetry(settings.GATEWAY_OTLP_URL if otlp_url is None else otlp_url)
+    # Connections to upstreams are kept open: a new TCP (and TLS) handshake per call would cost more
+    # than the gateway's own work.
+    http = httpx.AsyncClient(limits=httpx.Limits(max_connections=1000, max_keepalive_connections=200))
+    gateway = Gateway(
+        routes or route_table(),
+        store,
+        redis_client,
+        telemetry,
+        http,
+        GatewaySettings(fail_open=settings.GATEWAY_FAIL_OPEN, cache_ttl_s=settings.GATEWAY_CACHE_TTL_SECONDS),
+    )
+    app = GatewayApp(gateway, store, max_body_bytes=settings.GATEWAY_MAX_BODY_BYTES)
+
+    async def shutdown() -> None:
+        await http.aclose()
+        await redis_client.aclose()
+        await asyncio.to_thread(telemetry.shutdown)  # flushes the spans still batched
+
+    app.on_shutdown.append(shutdown)
+    return app
+
+
+@dataclass
+class GatewayServer:
+    app: GatewayApp
+    sock: socket.socket
+    uvicorn: uvicorn.Server | None = None
+
+    @property
+    def port(self) -> int:
+        return int(self.sock.getsockname()[1])
+
+    async def serve(self) -> None:
+        config = uvicorn.Config(
+            self.app, lifespan="on", log_level="warning", access_log=False, timeout_keep_alive=60
+        )
+        self.uvicorn = uvicorn.Server(config)
+        await self.uvicorn.serve(sockets=[self.sock])
+
+    def stop(self) -> None:
+        if self.uvicorn is not None:
+            self.uvicorn.should_exit = True
+
+
+def build_server(host: str, port: int, **app_options: object) -> GatewayServer:
+    from collector.server import bind_socket
+
+    return GatewayServer(build_app(**app_options), bind_socket(host, port))  # type: ignore[arg-type]

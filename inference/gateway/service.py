@@ -1,0 +1,562 @@
+"""One call through the gateway: budget, cache, route (fallbacks, cascade), settle, span.
+
+    answer = await gateway.handle(caller, "chat", body, headers)
+
+The steps, in order:
+1. Resolve the model (alias or passthrough); unknown → 404.
+2. Reserve the worst-case cost against every budget covering the call. Refused: throttle → 429 with
+   Retry-After, block → 429 naming the budget; a budget in state downgrade routes the call to its
+   cheaper model (`X-Costline-Downgraded-From`). Redis unreachable: 503 with Retry-After, or the call
+   goes ahead unchecked with `COSTLINE_GATEWAY_FAIL_OPEN`.
+3. Look the answer up in the exact cache; identical concurrent requests share one upstream call.
+4. Call the route's targets in order until one answers (or the cascade's cheap model first).
+5. Settle the reservation with the actual cost (catalogue prices), store the answer in the cache,
+   record the span and the metrics.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+import httpx
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from costline.budgets.reservations import Reservation, ReservationError
+from inference.gateway import cache as response_cache
+from inference.gateway.budget import Budgets, cost, estimate_input_tokens, max_output_tokens
+from inference.gateway.callers import Caller, CallerStore
+from inference.gateway.routes import Route, RouteTable, Target, UnknownModel
+from inference.gateway.telemetry import KEY_ATTRIBUTE, Telemetry
+from inference.gateway.upstream import Outcome, Stream, UpstreamFailure, call, open_stream
+
+log = logging.getLogger(__name__)
+
+PATHS = {"chat": "chat/completions", "text_completion": "completions", "embeddings": "embeddings"}
+REDIS_RETRY_AFTER_S = 1
+
+
+@dataclass
+class Answer:
+    status: int
+    body: dict[str, Any] | None = None
+    stream: AsyncIterator[bytes] | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    raw: bytes | None = None  # a body that is not JSON (/metrics), sent with `content_type`
+    content_type: str = "application/json"
+
+
+def error(status: int, message: str, kind: str, code: str | None = None, **headers: str) -> Answer:
+    """An answer in the OpenAI error format: {"error": {"message", "type", "param", "code"}}."""
+    body = {"error": {"message": message, "type": kind, "param": None, "code": code}}
+    return Answer(status, body, headers={k.replace("_", "-"): v for k, v in headers.items()})
+
+
+@dataclass(frozen=True)
+class GatewaySettings:
+    fail_open: bool = False
+    cache_ttl_s: int = 3600
+    default_max_tokens: int = 4096
+
+
+@dataclass
+class Call:
+    """What is known of one call as it goes through the steps."""
+
+    caller: Caller
+    operation: str
+    body: dict[str, Any]
+    headers: dict[str, str]
+    asked_model: str
+    route: Route
+    start_ns: int = field(default_factory=time.time_ns)
+    started: float = field(default_factory=time.perf_counter)
+    reservation: Reservation | None = None
+    decision: str = "none"
+    downgraded_from: str | None = None
+    cache_outcome: str = "miss"
+    upstream_seconds: float = 0.0
+
+    @property
+    def stream(self) -> bool:
+        return bool(self.body.get("stream")) and self.operation != "embeddings"
+
+    @property
+    def include_usage(self) -> bool:
+        return bool((self.body.get("stream_options") or {}).get("include_usage"))
+
+    def attrs(self) -> dict[str, str]:
+        """The call's attributes as budget scopes filter them."""
+        target = self.route.targets[0]
+        return {
+            "project": self.caller.project,
+            "gateway_key": self.caller.key_prefix,
+            "model": target.model,
+            "provider": target.upstream.provider,
+            "user": str(self.body.get("user") or ""),
+            "feature": self.headers.get("x-costline-feature", ""),
+        }
+
+
+def _new_id(operation: str) -> str:
+    return ("chatcmpl-" if operation == "chat" else "cmpl-") + os.urandom(12).hex()
+
+
+def _replay(operation: str, body: dict[str, Any], include_usage: bool) -> AsyncIterator[bytes]:
+    """A whole answer as the SSE chunks of a stream (a cache hit, or a coalesced follower)."""
+
+    async def events() -> AsyncIterator[bytes]:
+        base = {"id": body.get("id"), "created": body.get("created"), "model": body.get("model")}
+        obj = "chat.completion.chunk" if operation == "chat" else "text_completion"
+        for choice in body.get("choices") or []:
+            index = choice.get("index", 0)
+            if operation == "chat":
+                message = choice.get("message") or {}
+                delta = {"role": "assistant", "content": message.get("content") or ""}
+                first = {"index": index, "delta": delta, "finish_reason": None}
+                last = {"index": index, "delta": {}, "finish_reason": choice.get("finish_reason")}
+            else:
+                first = {"index": index, "text": choice.get("text") or "", "finish_reason": None}
+                last = {"index": index, "text": "", "finish_reason": choice.get("finish_reason")}
+            for part in (first, last):
+                yield f"data: {json.dumps({**base, 'object': obj, 'choices': [part]})}\n\n".encode()
+        if include_usage:
+            usage: dict[str, Any] = {**base, "object": obj, "choices": [], "usage": body.get("usage")}
+            yield f"data: {json.dumps(usage)}\n\n".encode()
+        yield b"data: [DONE]\n\n"
+
+    return events()
+
+
+def _assembled(operation: str, outcome: Outcome) -> dict[str, Any]:
+    """The non-streaming answer a stream amounts to (to cache it, or to answer coalesced followers)."""
+    usage: dict[str, int] = {
+        "prompt_tokens": outcome.input_tokens or 0,
+        "completion_tokens": outcome.output_tokens or 0,
+        "total_tokens": (outcome.input_tokens or 0) + (outcome.output_tokens or 0),
+    }
+    if operation == "chat":
+        choice: dict[str, Any] = {
+            "index": 0,
+            "message": {"role": "assistant", "content": outcome.content},
+            "finish_reason": outcome.finish_reason,
+        }
+        obj = "chat.completion"
+    else:
+        choice = {"index": 0, "text": outcome.content, "finish_reason": outcome.finish_reason}
+        obj = "text_completion"
+    return {
+        "id": outcome.response_id,
+        "object": obj,
+        "created": int(time.time()),
+        "model": outcome.response_model,
+        "choices": [choice],
+        "usage": usage,
+    }
+
+
+def _escalate(signals: tuple[str, ...], outcome: Outcome | None) -> str | None:
+    """The first escalation signal the cheap model's answer shows, or None to keep it."""
+    for signal in signals:
+        if signal == "error" and outcome is None:
+            return signal
+        if outcome is None:
+            continue
+        if signal == "empty" and not outcome.content.strip():
+            return signal
+        if signal.startswith("finish_reason:") and outcome.finish_reason == signal.split(":", 1)[1]:
+            return signal
+        if signal.startswith("contains:") and signal.split(":", 1)[1].lower() in outcome.content.lower():
+            return signal
+    return None
+
+
+class Gateway:
+    def __init__(
+        self,
+        routes: RouteTable,
+        store: CallerStore,
+        redis_client: aioredis.Redis,
+        telemetry: Telemetry,
+        http: httpx.AsyncClient,
+        settings: GatewaySettings,
+    ) -> None:
+        self.routes = routes
+        self.store = store
+        self.redis = redis_client
+        self.budgets = Budgets(redis_client)
+        self.telemetry = telemetry
+        self.http = http
+        self.settings = settings
+        self.coalescer = response_cache.Coalescer()
+
+    # --- the steps -----------------------------------------------------------------------------------
+
+    async def handle(
+        self, caller: Caller, operation: str, body: dict[str, Any], headers: dict[str, str]
+    ) -> Answer:
+        model = body.get("model")
+        if not isinstance(model, str) or not model:
+            return error(
+                400, "The request needs a 'model' (GET /v1/models lists them).", "invalid_request_error"
+            )
+        try:
+            route = self.routes.resolve(model)
+        except UnknownModel as exc:
+            return error(404, str(exc), "invalid_request_error", "model_not_found")
+        c = Call(caller, operation, body, headers, model, route)
+        refusal = await self._reserve(c)
+        if refusal is not None:
+            return refusal
+        try:
+            answer = await self._answer(c)
+        except BaseException:
+            await self._close(c, None)
+            raise
+        answer.headers.setdefault("x-costline-budget", c.decision)
+        if c.downgraded_from:
+            answer.headers["x-costline-downgraded-from"] = c.downgraded_from
+            answer.headers["x-costline-model"] = c.route.alias
+        return answer
+
+    async def _reserve(self, c: Call) -> Answer | None:
+        target = c.route.targets[0]
+        estimate = cost(
+            target.upstream.provider,
+            target.model,
+            c.operation,
+            estimate_input_tokens(c.body),
+            max_output_tokens(c.body, c.operation, self.settings.default_max_tokens),
+        )
+        try:
+            held = await self.budgets.reserve(c.caller.organization_id, c.attrs(), estimate or Decimal(0))
+        except RedisError as exc:
+            log.warning("budget reservation failed (%s): %s", type(exc).__name__, exc)
+            if self.settings.fail_open:
+                c.decision = "unchecked"
+                self.telemetry.budget.labels("unchecked").inc()
+                return None
+            self.telemetry.budget.labels("unavailable").inc()
+            return error(
+                503,
+                "Budget enforcement is unavailable (Redis cannot be reached); retry shortly.",
+                "server_error",
+                "budget_unavailable",
+                retry_after=str(REDIS_RETRY_AFTER_S),
+            )
+        except ReservationError as exc:
+            return error(400, str(exc), "invalid_request_error")
+        c.reservation = held
+        c.decision = held.decision
+        self.telemetry.budget.labels(held.decision).inc()
+        if held.admitted:
+            if held.decision == "downgrade" and held.downgrade_model:
+                try:
+                    cheaper = self.routes.resolve(held.downgrade_model)
+                except UnknownModel:
+                    log.error(
+                        "budget downgrade model %r is not routable; keeping %s",
+                        held.downgrade_model,
+                        c.route.alias,
+                    )
+                else:
+                    c.downgraded_from, c.route = c.route.alias, cheaper
+            return None
+        refusing = [b.id for b in held.budgets if b.verdict == held.decision]
+        names = await self.store.budget_names(c.caller.organization_id, refusing)
+        named = ", ".join(f"'{names[i]}'" if i in names else f"#{i}" for i in refusing)
+        if held.decision == "throttle":
+            retry = str(held.retry_after_s or 60)
+            return error(
+                429,
+                f"Throttled by budget {named}: its requests per minute are used up; retry after {retry} s.",
+                "rate_limit_error",
+                "budget_throttled",
+                retry_after=retry,
+            )
+        return error(
+            429,
+            f"Blocked by budget {named}: this call's estimated cost would pass its limit for the period. "
+            "Ask the budget's owner to raise it, or wait for the next period.",
+            "rate_limit_error",
+            "budget_exceeded",
+        )
+
+    async def _answer(self, c: Call) -> Answer:
+        policy = response_cache.policy(c.headers, c.caller.cache_enabled)
+        key = response_cache.cache_key(c.caller.organization_id, c.operation, c.route.alias, c.body)
+        if policy.read:
+            cached = await self._cache_get(key)
+            if cached is not None:
+                return await self._hit(c, cached)
+        if c.stream:
+            leader = self.coalescer.leader_of(key) if policy.read else None
+            if leader is not None:
+                return await self._follow(c, leader)
+            return await self._stream(c, key if policy.write else None)
+        try:
+            if policy.read:
+                (outcome, shared) = await self.coalescer.run(key, lambda: self._call(c))
+            else:
+                outcome, shared = await self._call(c), False
+        except UpstreamFailure as exc:
+            return await self._failed(c, exc)
+        if shared:
+            return await self._hit(c, outcome.body or {}, outcome="coalesced")
+        if policy.write and outcome.body and response_cache.cacheable(c.operation, outcome.body):
+            await self._cache_put(key, outcome.body)
+        await self._finish(c, outcome)
+        return Answer(200, outcome.body, headers=self._headers(c, outcome.target))
+
+    async def _call(self, c: Call) -> Outcome:
+        """The route's answer: the cascade's cheap model if it will do, else the targets in order."""
+        path = PATHS[c.operation]
+        cascade = c.route.cascade
+        if cascade is not None:
+            first: Outcome | None
+            try:
+                first = await self._timed(c, call(self.http, cascade.first, path, c.body))
+            except UpstreamFailure as exc:
+                if not exc.retryable:
+                    raise
+                first = None
+            signal = _escalate(cascade.escalate_on, first)
+            if first is not None and signal is None:
+                return first
+            if first is not None:
+                await self._settle_part(c, first)  # the cheap call was made and paid for
+        failures: list[UpstreamFailure] = []
+        for target in c.route.targets:
+            try:
+                return await self._timed(c, call(self.http, target, path, c.body))
+            except UpstreamFailure as exc:
+                if not exc.retryable:
+                    raise
+                failures.append(exc)
+                self.telemetry.fallbacks.labels(target.upstream.name).inc()
+        raise _all_failed(failures)
+
+    async def _timed(self, c: Call, work: Any) -> Outcome:
+        started = time.perf_counter()
+        try:
+            outcome: Outcome = await work
+            return outcome
+        finally:
+            c.upstream_seconds += time.perf_counter() - started
+
+    async def _stream(self, c: Call, cache_key: str | None) -> Answer:
+        path = PATHS[c.operation]
+        failures: list[UpstreamFailure] = []
+        opened: Stream | None = None
+        for target in c.route.targets:
+            started = time.perf_counter()
+            try:
+                opened = await open_stream(self.http, target, path, c.body, c.include_usage)
+            except UpstreamFailure as exc:
+                c.upstream_seconds += time.perf_counter() - started
+                if not exc.retryable:
+                    return await self._failed(c, exc)
+                failures.append(exc)
+                self.telemetry.fallbacks.labels(target.upstream.name).inc()
+                continue
+            c.upstream_seconds += time.perf_counter() - started
+            break
+        if opened is None:
+            return await self._failed(c, _all_failed(failures))
+        stream = opened
+        waiting = self.coalescer.begin(cache_key) if cache_key else None
+
+        async def relay() -> AsyncIterator[bytes]:
+            complete = False
+            try:
+                async for chunk in stream.chunks():
+                    yield chunk
+                complete = stream.outcome.finish_reason is not None
+            finally:
+                outcome = stream.outcome
+                body = _assembled(c.operation, outcome)
+                if waiting is not None:
+                    self.coalescer.end(cache_key or "", waiting, body if complete else None)
+                if complete and cache_key and int(c.body.get("n") or 1) == 1:
+                    await self._cache_put(cache_key, body)
+                c.upstream_seconds += outcome.latency_s
+                await self._finish(c, outcome, partial=not complete)
+
+        return Answer(200, stream=relay(), headers=self._headers(c, stream.outcome.target))
+
+    async def _follow(self, c: Call, leader: Any) -> Answer:
+        """An identical request is already streaming: answer this one with its whole answer."""
+        try:
+            body = await leader
+        except Exception:
+            body = None
+        if not body:
+            return await self._stream(c, None)
+        return await self._hit(c, body, outcome="coalesced")
+
+    async def _hit(self, c: Call, body: dict[str, Any], outcome: str = "exact") -> Answer:
+        """Answer from the cache (or a coalesced call): nothing spent upstream, the reservation given back."""
+        c.cache_outcome = outcome
+        body = {**body, "id": _new_id(c.operation), "created": int(time.time())}
+        await self._close(c, Decimal(0))
+        self.telemetry.cache.labels(outcome).inc()
+        usage = body.get("usage") or {}
+        saved = int(usage.get("prompt_tokens") or 0) + int(usage.get("completion_tokens") or 0)
+        self._record(c, status=200, target=None, outcome=None, body=body, tokens_saved=saved)
+        headers = {"x-costline-cache": "hit" if outcome == "exact" else outcome}
+        if c.stream:
+            return Answer(200, stream=_replay(c.operation, body, c.include_usage), headers=headers)
+        return Answer(200, body, headers=headers)
+
+    async def _failed(self, c: Call, exc: UpstreamFailure) -> Answer:
+        await self._close(c, Decimal(0))
+        self._record(
+            c, status=exc.status, target=exc.target, outcome=None, body=None, error=type(exc).__name__
+        )
+        if not exc.retryable and isinstance(exc.body, dict) and "error" in exc.body:
+            return Answer(exc.status, exc.body, headers={"x-costline-upstream": exc.target.label})
+        status = 400 if not exc.retryable else 502
+        return error(
+            status,
+            f"The upstream failed: {exc}",
+            "upstream_error" if exc.retryable else "invalid_request_error",
+        )
+
+    async def _finish(self, c: Call, outcome: Outcome, partial: bool = False) -> None:
+        actual = cost(
+            outcome.target.upstream.provider,
+            outcome.target.model,
+            c.operation,
+            outcome.input_tokens,
+            outcome.output_tokens,
+            outcome.cached_tokens or 0,
+        )
+        # A stream cut off before its usage arrived (the client left): the reservation keeps its estimate.
+        await self._close(c, actual, keep_estimate=partial and outcome.input_tokens is None)
+        if outcome.input_tokens:
+            self.telemetry.tokens.labels("input").inc(outcome.input_tokens)
+        if outcome.output_tokens:
+            self.telemetry.tokens.labels("output").inc(outcome.output_tokens)
+        if outcome.ttft_s is not None and c.stream:
+            self.telemetry.ttft_seconds.observe(outcome.ttft_s)
+        self.telemetry.cache.labels("miss").inc()
+        self._record(c, status=200, target=outcome.target, outcome=outcome, body=None)
+
+    async def _settle_part(self, c: Call, outcome: Outcome) -> None:
+        """A cascade's cheap call that was not kept still cost money: it is a call of its own."""
+        self._record(c, status=200, target=outcome.target, outcome=outcome, body=None, cascade="escalated")
+
+    async def _close(self, c: Call, actual: Decimal | None, keep_estimate: bool = False) -> None:
+        held = c.reservation
+        if held is None or held.id is None:
+            return
+        c.reservation = None
+        try:
+            if keep_estimate:
+                return  # the reservation expires on its own and counts its estimate until then
+            await self.budgets.settle(c.caller.organization_id, held.id, actual or Decimal(0))
+        except (RedisError, ReservationError):
+            log.warning("could not settle reservation %s; it expires on its own", held.id, exc_info=True)
+
+    # --- what is told ----------------------------------------------------------------------------------
+
+    def _headers(self, c: Call, target: Target) -> dict[str, str]:
+        return {"x-costline-cache": "miss", "x-costline-upstream": target.label}
+
+    def _record(
+        self,
+        c: Call,
+        *,
+        status: int,
+        target: Target | None,
+        outcome: Outcome | None,
+        body: dict[str, Any] | None,
+        tokens_saved: int = 0,
+        error: str | None = None,
+        cascade: str | None = None,
+    ) -> None:
+        elapsed = time.perf_counter() - c.started
+        self.telemetry.requests.labels(c.operation, c.asked_model, str(status), c.cache_outcome).inc()
+        self.telemetry.request_seconds.labels(c.operation).observe(elapsed)
+        self.telemetry.overhead_seconds.observe(max(0.0, elapsed - c.upstream_seconds))
+        chosen = target or c.route.targets[0]
+        usage = (body or {}).get("usage") or {}
+        attributes: dict[str, Any] = {
+            "gen_ai.operation.name": c.operation,
+            "gen_ai.provider.name": chosen.upstream.provider,
+            "gen_ai.request.model": chosen.model,
+            "gen_ai.response.model": outcome.response_model if outcome else (body or {}).get("model"),
+            "gen_ai.response.id": (outcome.response_id if outcome else (body or {}).get("id")),
+            # A cache hit carries the tokens it would have spent: the collector prices them as savings.
+            "gen_ai.usage.input_tokens": outcome.input_tokens if outcome else usage.get("prompt_tokens"),
+            "gen_ai.usage.output_tokens": outcome.output_tokens
+            if outcome
+            else usage.get("completion_tokens"),
+            "gen_ai.usage.cache_read.input_tokens": outcome.cached_tokens if outcome else None,
+            "gen_ai.request.stream": c.stream,
+            "gen_ai.server.time_to_first_token": outcome.ttft_s if outcome and c.stream else None,
+            "gen_ai.conversation.id": c.headers.get("x-costline-session") or None,
+            "user.id": str(c.body.get("user") or "") or None,
+            "costline.feature": c.headers.get("x-costline-feature") or None,
+            "costline.project": c.caller.project or None,
+            "costline.team": c.caller.team or None,
+            # A coalesced follower spent nothing upstream either: an exact hit on its leader's answer.
+            "costline.cache.hit": {"exact": "exact", "coalesced": "exact", "semantic": "semantic"}.get(
+                c.cache_outcome, "miss"
+            ),
+            "costline.cache.coalesced": c.cache_outcome == "coalesced" or None,
+            "costline.cache.tokens_saved": tokens_saved or None,
+            "costline.budget.decision": c.decision,
+            "costline.upstream": chosen.label,
+            "costline.downgraded_from": c.downgraded_from,
+            "costline.cascade": cascade,
+            "costline.requested_model": c.asked_model,
+            KEY_ATTRIBUTE: c.caller.key_prefix,
+        }
+        if outcome is not None and outcome.finish_reason:
+            attributes["gen_ai.response.finish_reasons"] = [outcome.finish_reason]
+        verb = {"chat": "chat", "text_completion": "text_completion", "embeddings": "embeddings"}[c.operation]
+        self.telemetry.span(
+            name=f"{verb} {chosen.model}",
+            start_ns=c.start_ns,
+            end_ns=time.time_ns(),
+            attributes=attributes,
+            secret=c.caller.secret,
+            error=error,
+        )
+
+    # --- the cache ---------------------------------------------------------------------------------------
+
+    async def _cache_get(self, key: str) -> dict[str, Any] | None:
+        try:
+            raw = await self.redis.get(key)
+        except RedisError:
+            return None  # a cache that cannot be read is a miss, never an error
+        if raw is None:
+            return None
+        try:
+            value: dict[str, Any] = json.loads(raw)
+        except ValueError:
+            return None
+        return value
+
+    async def _cache_put(self, key: str, body: dict[str, Any]) -> None:
+        if self.settings.cache_ttl_s <= 0:
+            return
+        try:
+            await self.redis.set(key, json.dumps(body, separators=(",", ":")), ex=self.settings.cache_ttl_s)
+        except RedisError:
+            log.warning("could not store a cached answer", exc_info=True)
+
+
+def _all_failed(failures: list[UpstreamFailure]) -> UpstreamFailure:
+    last = failures[-1]
+    tried = "; ".join(str(f) for f in failures)
+    return UpstreamFailure(last.target, 502, f"every upstream failed: {tried}", retryable=True)

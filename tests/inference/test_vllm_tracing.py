@@ -1,0 +1,46 @@
+"""vLLM's own OTLP spans reach Costline's collector and are stored as calls of the tenant it names."""
+
+from __future__ import annotations
+
+import secrets
+import time
+
+import httpx
+import pytest
+
+from costline.usage.models import LLMCall
+from tests.conftest import TenantKeys
+from tests.inference.conftest import RunningVllm
+
+pytestmark = pytest.mark.slow
+
+
+def test_vllm_spans_are_stored_as_calls(vllm_server: RunningVllm, vllm_tenant: TenantKeys) -> None:
+    trace_id = secrets.token_hex(16)
+    response = httpx.post(
+        f"{vllm_server.base_url}/chat/completions",
+        # vLLM makes the caller's W3C trace context its span's parent, so the call is found by trace id.
+        headers={"traceparent": f"00-{trace_id}-{secrets.token_hex(8)}-01"},
+        json={
+            "model": vllm_server.model,
+            "messages": [{"role": "user", "content": "Say hello."}],
+            "max_tokens": 8,
+            "temperature": 0,
+        },
+        timeout=60,
+    )
+    assert response.status_code == 200, response.text
+    usage = response.json()["usage"]
+
+    deadline = time.monotonic() + 30  # spans are exported every second (SPAN_EXPORT_DELAY_MS)
+    call = None
+    while call is None and time.monotonic() < deadline:
+        call = LLMCall.objects.filter(tenant_id=vllm_tenant.id, trace_id=trace_id).first()
+        if call is None:
+            time.sleep(0.25)
+    assert call is not None, "no call stored from vLLM's span within 30 s"
+    assert (call.provider, call.operation) == ("vllm", "chat")
+    assert call.service == "costline-vllm"
+    assert (call.input_tokens, call.output_tokens) == (usage["prompt_tokens"], usage["completion_tokens"])
+    assert call.latency_ms is not None
+    assert call.latency_ms > 0
