@@ -15,6 +15,7 @@ from django.conf import settings
 from inference.gateway import routes as route_config
 from inference.gateway.app import GatewayApp
 from inference.gateway.callers import CallerStore
+from inference.gateway.semantic import SemanticSettings
 from inference.gateway.service import Gateway, GatewaySettings
 from inference.gateway.telemetry import Telemetry
 
@@ -35,7 +36,12 @@ def route_table() -> route_config.RouteTable:
     return route_config.parse(config, default_timeout_s=settings.GATEWAY_UPSTREAM_TIMEOUT_SECONDS)
 
 
-def build_app(*, routes: route_config.RouteTable | None = None, otlp_url: str | None = None) -> GatewayApp:
+def build_app(
+    *,
+    routes: route_config.RouteTable | None = None,
+    otlp_url: str | None = None,
+    semantic_settings: SemanticSettings | None = None,
+) -> GatewayApp:
     from costline.usage.ingest import conninfo_from_settings
 
     store = CallerStore(
@@ -59,6 +65,12 @@ def build_app(*, routes: route_config.RouteTable | None = None, otlp_url: str | 
         telemetry,
         http,
         GatewaySettings(fail_open=settings.GATEWAY_FAIL_OPEN, cache_ttl_s=settings.GATEWAY_CACHE_TTL_SECONDS),
+        semantic_settings
+        or SemanticSettings(
+            enabled=settings.GATEWAY_SEMANTIC_CACHE,
+            threshold=settings.GATEWAY_SEMANTIC_THRESHOLD,
+            model=settings.GATEWAY_SEMANTIC_MODEL,
+        ),
     )
     app = GatewayApp(gateway, store, max_body_bytes=settings.GATEWAY_MAX_BODY_BYTES)
 

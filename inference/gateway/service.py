@@ -26,11 +26,13 @@ from decimal import Decimal
 from typing import Any
 
 import httpx
+import numpy as np
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from costline.budgets.reservations import Reservation, ReservationError
 from inference.gateway import cache as response_cache
+from inference.gateway import semantic
 from inference.gateway.budget import Budgets, cost, estimate_input_tokens, max_output_tokens
 from inference.gateway.callers import Caller, CallerStore
 from inference.gateway.routes import Route, RouteTable, Target, UnknownModel
@@ -83,6 +85,8 @@ class Call:
     downgraded_from: str | None = None
     cache_outcome: str = "miss"
     upstream_seconds: float = 0.0
+    vector: np.ndarray | None = None  # the conversation's embedding, once the semantic cache made it
+    similarity: float | None = None  # a semantic hit's cosine similarity
 
     @property
     def stream(self) -> bool:
@@ -187,7 +191,9 @@ class Gateway:
         telemetry: Telemetry,
         http: httpx.AsyncClient,
         settings: GatewaySettings,
+        semantic_settings: semantic.SemanticSettings | None = None,
     ) -> None:
+        self.semantic = semantic_settings or semantic.SemanticSettings()
         self.routes = routes
         self.store = store
         self.redis = redis_client
@@ -296,6 +302,9 @@ class Gateway:
             cached = await self._cache_get(key)
             if cached is not None:
                 return await self._hit(c, cached)
+            similar = await self._semantic_lookup(c)
+            if similar is not None:
+                return await self._hit(c, similar, outcome="semantic")
         if c.stream:
             leader = self.coalescer.leader_of(key) if policy.read else None
             if leader is not None:
@@ -311,7 +320,7 @@ class Gateway:
         if shared:
             return await self._hit(c, outcome.body or {}, outcome="coalesced")
         if policy.write and outcome.body and response_cache.cacheable(c.operation, outcome.body):
-            await self._cache_put(key, outcome.body)
+            await self._cache_put(key, outcome.body, c)
         await self._finish(c, outcome)
         return Answer(200, outcome.body, headers=self._headers(c, outcome.target))
 
@@ -385,7 +394,7 @@ class Gateway:
                 if waiting is not None:
                     self.coalescer.end(cache_key or "", waiting, body if complete else None)
                 if complete and cache_key and int(c.body.get("n") or 1) == 1:
-                    await self._cache_put(cache_key, body)
+                    await self._cache_put(cache_key, body, c)
                 c.upstream_seconds += outcome.latency_s
                 await self._finish(c, outcome, partial=not complete)
 
@@ -411,6 +420,8 @@ class Gateway:
         saved = int(usage.get("prompt_tokens") or 0) + int(usage.get("completion_tokens") or 0)
         self._record(c, status=200, target=None, outcome=None, body=body, tokens_saved=saved)
         headers = {"x-costline-cache": "hit" if outcome == "exact" else outcome}
+        if c.similarity is not None:
+            headers["x-costline-cache-similarity"] = f"{c.similarity:.4f}"
         if c.stream:
             return Answer(200, stream=_replay(c.operation, body, c.include_usage), headers=headers)
         return Answer(200, body, headers=headers)
@@ -512,6 +523,7 @@ class Gateway:
                 c.cache_outcome, "miss"
             ),
             "costline.cache.coalesced": c.cache_outcome == "coalesced" or None,
+            "costline.cache.similarity": c.similarity,
             "costline.cache.tokens_saved": tokens_saved or None,
             "costline.budget.decision": c.decision,
             "costline.upstream": chosen.label,
@@ -547,13 +559,48 @@ class Gateway:
             return None
         return value
 
-    async def _cache_put(self, key: str, body: dict[str, Any]) -> None:
+    async def _cache_put(self, key: str, body: dict[str, Any], c: Call) -> None:
         if self.settings.cache_ttl_s <= 0:
             return
         try:
             await self.redis.set(key, json.dumps(body, separators=(",", ":")), ex=self.settings.cache_ttl_s)
+            if c.vector is not None:
+                space = semantic.namespace(c.caller.organization_id, c.route.alias, c.body)
+                if await self.redis.hlen(space) < semantic.MAX_ENTRIES:
+                    await self.redis.hset(space, key, c.vector.tobytes())
+                    await self.redis.expire(space, self.settings.cache_ttl_s)
         except RedisError:
             log.warning("could not store a cached answer", exc_info=True)
+
+    # --- the semantic cache --------------------------------------------------------------------------
+
+    async def _semantic_lookup(self, c: Call) -> dict[str, Any] | None:
+        """An answer to a request that means the same, or None; leaves the embedding on the call."""
+        if not self.semantic.enabled or c.operation != "chat":
+            return None
+        text = semantic.conversation_text(c.body)
+        if text is None:
+            return None
+        try:
+            target = self.routes.resolve(self.semantic.model).targets[0]
+            started = time.perf_counter()
+            embedded = await call(self.http, target, "embeddings", {"input": text})
+            c.upstream_seconds += time.perf_counter() - started
+            c.vector = semantic.normalised((embedded.body or {})["data"][0]["embedding"])
+            space = semantic.namespace(c.caller.organization_id, c.route.alias, c.body)
+            entries = await self.redis.hgetall(space)
+        except (UnknownModel, UpstreamFailure, RedisError, KeyError, IndexError, TypeError) as exc:
+            log.warning("semantic cache unavailable: %s", exc)
+            return None
+        match = semantic.best_match(c.vector, entries)
+        if match is None or match[1] < self.semantic.threshold:
+            return None
+        cached = await self._cache_get(match[0])
+        if cached is None:
+            await self.redis.hdel(space, match[0])  # its answer has expired
+            return None
+        c.similarity = match[1]
+        return cached
 
 
 def _all_failed(failures: list[UpstreamFailure]) -> UpstreamFailure:

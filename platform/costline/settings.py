@@ -346,6 +346,12 @@ GATEWAY_CACHE_TTL_SECONDS = env_int("COSTLINE_GATEWAY_CACHE_TTL_SECONDS", 3600, 
 GATEWAY_KEY_CACHE_SECONDS = env_float("COSTLINE_GATEWAY_KEY_CACHE_SECONDS", 10.0)
 # Where the gateway exports its spans (OTLP/HTTP): the collector.
 GATEWAY_OTLP_URL = env_str("COSTLINE_GATEWAY_OTLP_URL", "http://127.0.0.1:4318")
+# The semantic cache: chat requests that mean the same as one answered before (cosine similarity of their
+# embeddings at least the threshold) get its answer. Off by default: each cache miss then also embeds
+# its conversation (10–30 ms on the CPU vLLM tier).
+GATEWAY_SEMANTIC_CACHE = env_bool("COSTLINE_GATEWAY_SEMANTIC_CACHE", False)
+GATEWAY_SEMANTIC_THRESHOLD = env_float("COSTLINE_GATEWAY_SEMANTIC_THRESHOLD", 0.95)
+GATEWAY_SEMANTIC_MODEL = env_str("COSTLINE_GATEWAY_SEMANTIC_MODEL", "all-minilm-l6-v2")
 GATEWAY_MAX_BODY_BYTES = env_int("COSTLINE_GATEWAY_MAX_BODY_BYTES", 8 * 1024 * 1024, minimum=1024)
 
 # --- vLLM tier (inference/vllm) -------------------------------------------------------------------------

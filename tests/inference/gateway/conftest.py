@@ -27,6 +27,7 @@ class RunningGateway:
     url: str
     server: Any  # inference.gateway.server.GatewayServer
     upstream: FakeProvider
+    upstream_url: str  # the stand-in provider's root URL
 
     def post(self, path: str, key: str, body: Any, **headers: str) -> httpx.Response:
         return httpx.post(
@@ -93,7 +94,7 @@ def gateway(collector: Any) -> Iterator[RunningGateway]:
         server = build_server("127.0.0.1", 0, routes=parse(routes_for(fake_url)), otlp_url=collector.http_url)
         server.app.store.key_cache_seconds = 0  # a revoked key must be refused at once in tests
         with serving_asgi(server.app, server.sock):
-            yield RunningGateway(f"http://127.0.0.1:{server.port}/v1", server, provider)
+            yield RunningGateway(f"http://127.0.0.1:{server.port}/v1", server, provider, fake_url)
 
 
 def committed(work: Callable[[], T]) -> T:

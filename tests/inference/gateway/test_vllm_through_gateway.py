@@ -73,3 +73,63 @@ def test_chat_streaming_and_embeddings_through_the_gateway(vllm_gateway, live_ke
     chat = calls["chat"]
     assert (chat.provider, chat.model, chat.emitter) == ("vllm", "smollm2-135m-instruct", "costline.gateway")
     assert chat.input_tokens == answer.usage.prompt_tokens
+
+
+@pytest.fixture(scope="session")
+def semantic_gateway(collector: Any, gateway: Any, vllm_embeddings_server: Any) -> Iterator[str]:
+    """Chat on the stand-in provider, the semantic cache's embeddings from the real vLLM tier."""
+    from inference.gateway.routes import parse
+    from inference.gateway.semantic import SemanticSettings
+    from inference.gateway.server import build_server
+
+    config = {
+        "upstreams": {
+            "fake": {"kind": "openai", "base_url": f"{gateway.upstream_url}/v1"},
+            "vllm-embeddings": {
+                "kind": "openai",
+                "base_url": vllm_embeddings_server.base_url,
+                "provider": "vllm",
+            },
+        },
+        "models": {
+            "gpt-4o-mini": {"targets": ["fake/gpt-4o-mini"]},
+            "all-minilm-l6-v2": {"targets": ["vllm-embeddings/all-minilm-l6-v2"]},
+        },
+    }
+    server = build_server(
+        "127.0.0.1",
+        0,
+        routes=parse(config),
+        otlp_url=collector.http_url,
+        semantic_settings=SemanticSettings(enabled=True, threshold=0.9),
+    )
+    with serving_asgi(server.app, server.sock):
+        yield f"http://127.0.0.1:{server.port}/v1"
+    server.app.gateway.telemetry.shutdown()
+
+
+def test_a_question_worded_differently_is_a_semantic_hit(semantic_gateway, gateway, live_key):
+    import httpx
+
+    caller = live_key()
+
+    def ask(question: str, **params: Any) -> httpx.Response:
+        body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": question}], **params}
+        return httpx.post(
+            f"{semantic_gateway}/chat/completions",
+            json=body,
+            headers={"Authorization": f"Bearer {caller.key}"},
+            timeout=60,
+        )
+
+    first = ask("What is the capital city of France?")
+    reworded = ask("what's the capital city of france")
+    unrelated = ask("How do I bake sourdough bread at home?")
+    other_params = ask("what's the capital city of france", temperature=0.3)
+
+    assert first.headers["x-costline-cache"] == "miss"
+    assert reworded.headers["x-costline-cache"] == "semantic"
+    assert float(reworded.headers["x-costline-cache-similarity"]) >= 0.9
+    assert reworded.json()["choices"] == first.json()["choices"]
+    assert unrelated.headers["x-costline-cache"] == "miss"
+    assert other_params.headers["x-costline-cache"] == "miss"  # other parameters never share answers
