@@ -98,6 +98,8 @@ BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
     "costline.usage.rollup_tick": every(10, "costline.usage.rollup_tick"),
     "costline.usage.reprice_pending": every(15, "costline.usage.reprice_pending"),
     "costline.usage.maintain_partitions": every(60 * 60, "costline.usage.maintain_partitions"),
+    # Self-hosted calls: each deployment's hourly price shared among its calls (costline.usage.selfhosted).
+    "costline.usage.price_self_hosted": every(60, "costline.usage.price_self_hosted"),
     # Notification retries whose back-off ended (costline.alerts.tasks); at most 15 s late.
     "costline.notifications.deliver_due": every(15, "costline.notifications.deliver_due"),
     # Budgets: state within seconds of ingestion (a run that finds nothing new is two small queries).

@@ -3,6 +3,7 @@ services call the inference gateway with; each maps its calls to a project and a
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib import messages
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect
@@ -31,6 +32,7 @@ def _page(request: OrgRequest, form: GatewayKeyForm, status: int = 200) -> HttpR
         "keys": keys.order_by(active_first(), "-created_at", "-id"),
         "form": form,
         "new_secret": shown_once.take(request, GATEWAY_KEY),
+        "gateway_url": settings.GATEWAY_PUBLIC_URL,
     }
     response = settings_page(request, "tenancy/gateway_keys.html", context, status)
     shown_once.forget(request, response, GATEWAY_KEY)

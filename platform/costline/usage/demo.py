@@ -39,7 +39,7 @@ from costline.tenancy.actions import create_organization, issue_ingest_key
 from costline.tenancy.models import IngestKey, Membership, Organization, Project, Role, User
 from costline.usage.demo_traffic import HOUR, SELF_HOSTED_MODEL, Export, floor_hour, hours_export
 from costline.usage.ingest import PostgresSink, conninfo_from_settings
-from costline.usage.models import PriceOverride, RepriceRequest, TenantEmitter
+from costline.usage.models import Deployment, PriceOverride, RepriceRequest, TenantEmitter
 from costline.usage.partitions import day_of, ensure_partitions
 from costline.usage.rollup import FAMILIES, LEVELS, process_dirty
 
@@ -65,6 +65,7 @@ SELF_HOSTED_PRICE = {
     "cache_read_per_mtok": Decimal("0.0025"),
 }
 SELF_HOSTED_NOTE = "demo: GPU cost of the self-hosted vLLM (one L40S)"
+BUNDLED_DEPLOYMENT = "Bundled vLLM tier (CPU)"
 # Exports in flight at once: the next one is decoded and priced while the last one is written.
 CONCURRENT_EXPORTS = 2
 DRAW_AHEAD = 2  # exports drawn and encoded ahead
@@ -121,6 +122,18 @@ def ensure_demo_settings(org: Organization, *, since: datetime) -> None:
             Project.objects.get_or_create(
                 organization=org, slug=slug, defaults={"name": name, "service_patterns": patterns}
             )
+        # The bundled vLLM tier that `make run` starts: its calls through the gateway share the hours of
+        # a small CPU instance (about $0.08 an hour for 2 vCPUs).
+        Deployment.objects.get_or_create(
+            tenant=org,
+            name=BUNDLED_DEPLOYMENT,
+            defaults={
+                "provider": "vllm",
+                "model_pattern": "smollm2-*",
+                "hourly_usd": Decimal("0.08"),
+                "hardware": "2 vCPU",
+            },
+        )
         if not PriceOverride.objects.filter(tenant=org, model_pattern=SELF_HOSTED_MODEL).exists():
             PriceOverride.objects.create(
                 tenant=org,

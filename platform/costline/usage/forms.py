@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 from django import forms
 
 from costline.tenancy.forms import DateTimeLocalInput
-from costline.usage.models import PriceOverride
+from costline.usage.models import Deployment, PriceOverride
 
 
 class PriceOverrideForm(forms.ModelForm):
@@ -33,3 +35,20 @@ class PriceOverrideForm(forms.ModelForm):
             "discount_percent": "Discount %",
         }
         widgets = {"effective_from": DateTimeLocalInput()}
+
+
+class DeploymentForm(forms.ModelForm):
+    class Meta:
+        model = Deployment
+        fields = ["name", "provider", "model_pattern", "hourly_usd", "hardware"]
+        labels = {"hourly_usd": "Price per hour (USD)", "model_pattern": "Models"}
+        help_texts = {
+            "provider": "The provider its calls name: vllm for the bundled tier.",
+            "hourly_usd": "What the instance costs an hour, busy or idle (e.g. 2.49 for one H100).",
+        }
+
+    def clean_hourly_usd(self) -> Decimal:
+        value: Decimal = self.cleaned_data["hourly_usd"]
+        if value <= 0:
+            raise forms.ValidationError("The price per hour must be more than $0.")
+        return value

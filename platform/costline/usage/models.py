@@ -234,3 +234,46 @@ class WorkerState(models.Model):
 
     def __str__(self) -> str:
         return f"{self.key} = {self.value}"
+
+
+class Deployment(models.Model):
+    """A self-hosted model server (the vLLM tier, or any other) and what it costs to run per hour.
+
+    Calls of `provider` whose model matches `model_pattern` are its calls. Its hourly price is the
+    instance's (GPU or CPU): each minute's price is split among the calls running in it by the time each
+    occupied the server, and the minute's unoccupied part is its idle cost (DeploymentMinute).
+    """
+
+    tenant = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="deployments")
+    name = models.CharField(max_length=200)
+    provider = models.CharField(max_length=64, default="vllm")
+    model_pattern = models.CharField(max_length=200, default="*", help_text="Shell-style, e.g. smollm2-*")
+    hourly_usd = models.DecimalField(
+        max_digits=12, decimal_places=6, help_text="The instance's price per hour."
+    )
+    hardware = models.CharField(
+        max_length=200, blank=True, default="", help_text="e.g. 1× NVIDIA H100, 2 vCPU"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"{self.name} (${self.hourly_usd}/h)"
+
+
+class DeploymentMinute(models.Model):
+    """One minute of a deployment: how busy it was, what its calls were charged, what stood idle."""
+
+    pk = models.CompositePrimaryKey("deployment_id", "minute")
+    deployment = models.ForeignKey(Deployment, on_delete=models.CASCADE, db_index=False, related_name="+")
+    tenant = models.ForeignKey(Organization, on_delete=models.CASCADE, db_index=False, related_name="+")
+    minute = models.DateTimeField()
+    calls = models.IntegerField()
+    busy_seconds = models.FloatField()  # the union of its calls' intervals within the minute
+    busy_usd = models.DecimalField(max_digits=20, decimal_places=12)
+    idle_usd = models.DecimalField(max_digits=20, decimal_places=12)
+
+    class Meta:
+        indexes = [models.Index(fields=["tenant", "minute"], name="deploymentminute_tenant")]
+
+    def __str__(self) -> str:
+        return f"{self.deployment_id} at {self.minute:%Y-%m-%d %H:%M}"

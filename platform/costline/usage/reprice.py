@@ -33,6 +33,7 @@ from costline.usage.pricing import (
     price_call,
 )
 from costline.usage.rollup import mark_dirty
+from costline.usage.selfhosted import SELF_HOSTED_SOURCE
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +128,8 @@ def _changed(row: tuple[Any, ...], overrides: list[Override]) -> tuple[Any, ...]
         failed=row[12] == "error",
         overrides=overrides,
     )
+    if row[15] == SELF_HOSTED_SOURCE:
+        return None  # priced from its deployment's hours (costline.usage.selfhosted), not per token
     if row[15] == GATEWAY_CACHE_SOURCE:
         price = as_gateway_cache_hit(price)
     new = (price.cost_usd, price.cache_savings_usd, price.source, price.version)

@@ -13,6 +13,7 @@ from typing import Any
 from costline.celery import costline_task
 from costline.usage.reprice import check_catalogue, process_reprice_requests
 from costline.usage.rollup import maintain, process_dirty
+from costline.usage.selfhosted import price_settled
 
 log = logging.getLogger(__name__)
 
@@ -68,3 +69,17 @@ def maintain_partitions() -> dict[str, Any]:
         )
     catalogue_changed = check_catalogue()
     return {**asdict(result), "catalogue_changed": catalogue_changed}
+
+
+@costline_task("costline.usage.price_self_hosted")
+def price_self_hosted() -> dict[str, Any]:
+    """Share each deployment's hourly price among the self-hosted calls of its last settled minutes."""
+    run = price_settled()
+    if run.calls_changed:
+        log.info(
+            "self-hosted: %d calls priced (%d changed) on %d deployments",
+            run.calls_priced,
+            run.calls_changed,
+            run.deployments,
+        )
+    return asdict(run)

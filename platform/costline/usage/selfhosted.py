@@ -1,0 +1,198 @@
+"""Self-hosted cost: a deployment's hourly price shared among the calls it served, the rest idle.
+
+A self-hosted call (vLLM and other model servers) has no per-token price; its server costs money per
+hour whether it works or not. A call occupies the server from its start for its latency (queueing,
+prefill and decode alike); every second of the deployment's price is shared equally by the calls
+running in it, so with continuous batching 8 calls running together for a second pay an eighth of it
+each, and a call alone pays its seconds in full. Seconds with no call running are idle cost, kept per
+deployment and minute (DeploymentMinute) and never charged to a call.
+
+`price_settled(now)` (the Celery task `costline.usage.price_self_hosted`, every minute) re-prices the
+calls that started in the last WINDOW_MINUTES minutes older than SETTLE_SECONDS (their spans have
+arrived), from raw calls, so a run repeated, late or concurrent leaves the same costs; changed calls
+mark their rollup minutes dirty, so the dashboards follow.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from itertools import pairwise
+
+from django.db import connection, transaction
+from django.db.models import Max
+
+from costline.usage.models import Deployment, DeploymentMinute
+from costline.usage.rollup import mark_dirty
+
+log = logging.getLogger(__name__)
+
+SELF_HOSTED_SOURCE = "self_hosted"
+MAX_CALL_SECONDS = 600  # a call is taken to occupy the server for at most ten minutes
+SETTLE_SECONDS = 120  # a minute is priced once the spans of its calls have had two minutes to arrive
+WINDOW_MINUTES = 15  # each run prices again the last quarter hour (late spans, a missed run)
+CATCH_UP = timedelta(hours=6)  # the most one run prices of a deployment that fell behind
+QUANTUM = Decimal("0.000000000001")  # the call table's 12 decimal places
+
+
+@dataclass
+class PricingRun:
+    deployments: int = 0
+    calls_priced: int = 0
+    calls_changed: int = 0
+    minutes: int = 0
+
+
+@dataclass(frozen=True)
+class _Call:
+    trace_id: str
+    span_id: str
+    start: datetime
+    start_s: float
+    end_s: float
+    cost: Decimal | None
+    version: str | None
+
+
+def _minute(moment: datetime) -> datetime:
+    return moment.astimezone(UTC).replace(second=0, microsecond=0)
+
+
+def _calls(deployment: Deployment, start: datetime, end: datetime) -> list[_Call]:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT trace_id, span_id, start_time, latency_ms, model, cost_usd, price_version "
+            "FROM usage_llmcall WHERE tenant_id = %s AND provider = %s AND start_time >= %s "
+            "AND start_time < %s",
+            [deployment.tenant_id, deployment.provider, start, end],
+        )
+        rows = cursor.fetchall()
+    calls = []
+    for trace_id, span_id, started, latency_ms, model, cost, version in rows:
+        if not fnmatch.fnmatchcase(model or "", deployment.model_pattern):
+            continue
+        start_s = started.timestamp()
+        seconds = min(max(float(latency_ms or 0.0) / 1000.0, 0.0), MAX_CALL_SECONDS)
+        calls.append(_Call(trace_id, span_id, started, start_s, start_s + seconds, cost, version))
+    return calls
+
+
+def price_deployment(deployment: Deployment, start: datetime, end: datetime) -> PricingRun:
+    """Price the deployment's calls that started in [start, end) and record its minutes there."""
+    run = PricingRun(deployments=1)
+    start, end = _minute(start), _minute(end)
+    margin = timedelta(seconds=MAX_CALL_SECONDS)
+    # Calls up to ten minutes before share the window's first minutes; calls after it its last ones.
+    calls = _calls(deployment, start - margin, end + margin)
+    per_second = deployment.hourly_usd / Decimal(3600)
+    version = f"deployment:{deployment.id}:{deployment.hourly_usd.normalize()}/h"
+    # A sweep over every start, end and minute boundary: in each piece of time between two of them, the
+    # calls running share its price equally; a piece with none running is idle.
+    low, high = (start - margin).timestamp(), (end + margin).timestamp()
+    points = {low, high}
+    points.update(low + 60 * i for i in range(int((high - low) // 60)))
+    for c in calls:
+        points.update(p for p in (c.start_s, c.end_s) if low <= p <= high)
+    cuts = sorted(points)
+    starting: dict[float, list[_Call]] = {}
+    ending: dict[float, list[_Call]] = {}
+    for c in calls:
+        if c.end_s > c.start_s:
+            starting.setdefault(max(c.start_s, low), []).append(c)
+            ending.setdefault(min(c.end_s, high), []).append(c)
+    shares: dict[tuple[str, str], Decimal] = {}
+    busy_by_minute: dict[float, float] = {}
+    running: dict[tuple[str, str], _Call] = {}
+    for a, b in pairwise(cuts):
+        for c in ending.get(a, ()):
+            running.pop((c.trace_id, c.span_id), None)
+        for c in starting.get(a, ()):
+            running[(c.trace_id, c.span_id)] = c
+        if not running:
+            continue
+        minute_start = low + 60 * ((a - low) // 60)
+        busy_by_minute[minute_start] = busy_by_minute.get(minute_start, 0.0) + (b - a)
+        each = per_second * Decimal(str(round(b - a, 6))) / len(running)
+        for key in running:
+            shares[key] = shares.get(key, Decimal(0)) + each
+    minutes: list[DeploymentMinute] = []
+    minute = start
+    while minute < end:
+        m_low = minute.timestamp()
+        busy = round(busy_by_minute.get(m_low, 0.0), 6)
+        minutes.append(
+            DeploymentMinute(
+                deployment=deployment,
+                tenant_id=deployment.tenant_id,
+                minute=minute,
+                calls=sum(1 for c in calls if c.start_s < m_low + 60 and c.end_s >= m_low),
+                busy_seconds=busy,
+                busy_usd=(per_second * Decimal(str(busy))).quantize(QUANTUM),
+                idle_usd=(per_second * Decimal(str(round(60 - busy, 6)))).quantize(QUANTUM),
+            )
+        )
+        minute += timedelta(minutes=1)
+    changed = []
+    for call in calls:
+        if not start <= call.start < end:
+            continue
+        run.calls_priced += 1
+        cost = shares.get((call.trace_id, call.span_id), Decimal(0)).quantize(QUANTUM)
+        if call.cost != cost or call.version != version:
+            changed.append((call.trace_id, call.span_id, call.start, cost))
+    with transaction.atomic(), connection.cursor() as cursor:
+        if changed:
+            cursor.execute(
+                "UPDATE usage_llmcall AS c SET cost_usd = v.cost, cache_savings_usd = 0, "
+                "price_source = %s, price_version = %s "
+                "FROM unnest(%s::text[], %s::text[], %s::timestamptz[], %s::numeric[]) "
+                "AS v(trace_id, span_id, start_time, cost) "
+                "WHERE c.tenant_id = %s AND c.trace_id = v.trace_id AND c.span_id = v.span_id "
+                "AND c.start_time = v.start_time",
+                [
+                    SELF_HOSTED_SOURCE,
+                    version,
+                    [c[0] for c in changed],
+                    [c[1] for c in changed],
+                    [c[2] for c in changed],
+                    [c[3] for c in changed],
+                    deployment.tenant_id,
+                ],
+            )
+            mark_dirty(cursor, deployment.tenant_id, [c[2] for c in changed])
+        DeploymentMinute.objects.bulk_create(
+            minutes,
+            update_conflicts=True,
+            unique_fields=["deployment", "minute"],
+            update_fields=["calls", "busy_seconds", "busy_usd", "idle_usd"],
+        )
+    run.calls_changed = len(changed)
+    run.minutes = len(minutes)
+    return run
+
+
+def price_settled(now: datetime | None = None) -> PricingRun:
+    """Every deployment's settled minutes since it was last priced, and at least the last WINDOW_MINUTES
+    again (what the Celery task runs). A deployment never priced starts at its creation; a run catches up
+    at most CATCH_UP a time, so a long outage is priced over a few runs."""
+    now = now or datetime.now(UTC)
+    end = _minute(now - timedelta(seconds=SETTLE_SECONDS))
+    total = PricingRun()
+    last_priced = dict(
+        DeploymentMinute.objects.values("deployment_id")
+        .annotate(last=Max("minute"))
+        .values_list("deployment_id", "last")
+    )
+    for deployment in Deployment.objects.all():
+        last = last_priced.get(deployment.id)
+        resume = last + timedelta(minutes=1) if last is not None else _minute(deployment.created_at)
+        start = max(min(end - timedelta(minutes=WINDOW_MINUTES), resume), end - CATCH_UP)
+        run = price_deployment(deployment, start, min(end, start + CATCH_UP))
+        total.deployments += 1
+        total.calls_priced += run.calls_priced
+        total.calls_changed += run.calls_changed
+        total.minutes += run.minutes
+    return total

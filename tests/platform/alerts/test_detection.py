@@ -1,0 +1,155 @@
+"""The anomaly detector on series whose answer is known (no database: plain arrays in and out)."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from costline.alerts.detection import DetectorConfig, Scores, score, score_many
+from tests.conftest import shared_path
+
+HOUR = 3600
+START = int(np.datetime64("2026-03-02T00:00", "s").astype(np.int64))  # a Monday
+
+
+def hourly(n: int) -> np.ndarray:
+    return START + HOUR * np.arange(n, dtype=np.int64)
+
+
+def office_spend(weeks: int = 4, seed: int = 1) -> np.ndarray:
+    """Dollars per hour of an office-hours tenant: busy 9–18 on weekdays, quiet otherwise."""
+    rng = np.random.default_rng(seed)
+    n = weeks * 168
+    hour, day = np.arange(n) % 24, (np.arange(n) // 24) % 7
+    busy = (hour >= 9) & (hour < 18) & (day < 5)
+    mean = np.where(busy, 40.0, 4.0)
+    return rng.poisson(mean * 10) / 10.0
+
+
+def test_it_flags_a_spike_above_the_threshold() -> None:
+    spend = office_spend()
+    spend[500] *= 6  # a Thursday 20:00: six times the usual quiet hour
+
+    scores = score(spend, hourly(spend.size))
+
+    assert scores.score[500] >= scores.threshold
+    assert scores.anomalous[500]
+    assert spend[500] > scores.high[500]
+
+
+def test_it_does_not_flag_a_daily_and_weekly_pattern() -> None:
+    spend = office_spend(weeks=6)
+
+    scores = score(spend, hourly(spend.size))
+
+    # Past the first week, the working day is the forecast, not an anomaly.
+    assert not scores.anomalous[168:].any()
+    busy = np.arange(168 * 5 + 10, 168 * 5 + 17)  # a Friday afternoon of week 6
+    assert np.all(np.abs(scores.expected[busy] - 40.0) < 8.0)
+
+
+def test_it_flags_a_level_shift_then_absorbs_it() -> None:
+    rng = np.random.default_rng(2)
+    spend = 100 + rng.normal(0, 5, 800)
+    spend[500:] += 60  # a model change: the new cost is the new normal
+
+    scores = score(spend, hourly(spend.size))
+
+    assert scores.anomalous[500:503].any()
+    assert not scores.anomalous[520:].any()
+    assert abs(scores.expected[-1] - 160) < 10
+
+
+def test_a_zero_heavy_series_is_not_flagged_for_its_usual_bursts() -> None:
+    rng = np.random.default_rng(3)
+    spend = np.where(rng.random(1500) < 0.05, rng.exponential(0.02, 1500), 0.0)  # a call a day
+
+    scores = score(spend, hourly(spend.size))
+
+    assert scores.anomalous[300:].sum() <= 2
+
+
+def test_gaps_have_no_score_and_detection_carries_on_after_them() -> None:
+    rng = np.random.default_rng(4)
+    latency = 800 + rng.normal(0, 30, 600)
+    latency[200:260] = np.nan  # hours with no calls have no latency
+    latency[400] = 2500
+
+    scores = score(latency, hourly(latency.size))
+
+    assert np.isnan(scores.score[200:260]).all()
+    assert not scores.anomalous[260:400].any()
+    assert scores.anomalous[400]
+
+
+def test_a_new_series_is_quiet_while_it_learns() -> None:
+    rng = np.random.default_rng(5)
+    spend = 2.0 + rng.normal(0, 0.3, 40)
+
+    scores = score(spend, hourly(spend.size))
+
+    assert np.isnan(scores.score[: DetectorConfig().warmup]).all()
+    assert not scores.anomalous.any()
+
+
+def test_appending_future_points_never_changes_past_scores() -> None:
+    spend = office_spend(weeks=3, seed=6)
+    spend[300] *= 5
+    ts = hourly(spend.size)
+
+    past = score(spend[:350], ts[:350])
+    full = score(spend, ts)
+
+    for field in ("score", "expected", "low", "high"):
+        np.testing.assert_array_equal(getattr(past, field), getattr(full, field)[:350])
+
+
+def test_scoring_many_series_at_once_equals_scoring_each() -> None:
+    a, b = office_spend(weeks=2, seed=7), office_spend(weeks=2, seed=8) * 100
+    ts = hourly(a.size)
+
+    batch = score_many(np.stack([a, b]), ts)
+
+    np.testing.assert_allclose(batch.score[1], score(b, ts).score, equal_nan=True)
+
+
+@pytest.mark.parametrize("sensitivity", [0.5, 1.0])
+def test_one_sensitivity_gives_the_same_false_alarm_rate_on_smooth_and_bursty_series(
+    sensitivity: float,
+) -> None:
+    rng = np.random.default_rng(9)
+    smooth = 50 + rng.normal(0, 1, 4000)
+    bursty = 1000 * rng.standard_t(2, 4000) + 20_000  # heavy tails, in another unit
+    config = DetectorConfig(sensitivity=sensitivity)
+    allowed = 10**-config.threshold * 4000
+
+    rates = [score(s, hourly(s.size), config).anomalous[500:].sum() for s in (smooth, bursty)]
+
+    assert all(r <= 3 * allowed + 2 for r in rates)
+
+
+def test_the_threshold_falls_as_sensitivity_rises() -> None:
+    assert (
+        DetectorConfig(sensitivity=1.0).threshold
+        < DetectorConfig().threshold
+        < DetectorConfig(sensitivity=0).threshold
+    )
+
+
+def test_it_finds_the_jump_in_nab_art_daily_jumpsup() -> None:
+    nab = shared_path("data", "nab")
+    rel = "artificialWithAnomaly/art_daily_jumpsup.csv"
+    with (nab / "data" / rel).open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    values = np.array([float(r["value"]) for r in rows])
+    stamps = np.array([r["timestamp"] for r in rows], dtype="datetime64[s]")
+    ((start, end),) = json.loads((nab / "labels" / "combined_windows.json").read_text())[rel]
+    inside = (stamps >= np.datetime64(start[:19])) & (stamps <= np.datetime64(end[:19]))
+
+    scores: Scores = score(values, stamps)
+
+    s = np.nan_to_num(scores.score)
+    assert s[inside].max() > s[~inside][int(0.15 * s.size) :].max()
