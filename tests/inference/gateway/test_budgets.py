@@ -24,9 +24,12 @@ def ask(content: str = "budget me", model: str = "gpt-4o-mini", **params):
 
 def test_a_block_budget_refuses_with_429_naming_it(gateway, live_key):
     caller = live_key()
-    committed(lambda: publish_budget(caller.org, "0.0001"))
-
-    answer = gateway.post("/chat/completions", caller.key, ask())
+    # Committed, for the gateway to read its name; deleted after, since other tests sweep every budget.
+    budget = committed(lambda: publish_budget(caller.org, "0.0001"))
+    try:
+        answer = gateway.post("/chat/completions", caller.key, ask())
+    finally:
+        committed(budget.delete)
 
     assert answer.status_code == 429
     assert answer.json()["error"]["code"] == "budget_exceeded"
