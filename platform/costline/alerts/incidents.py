@@ -104,7 +104,12 @@ def group_incidents(
             xj = x[j]
             hi = np.fmin(scores.high[j], frozen_hi)
             lo = np.fmax(scores.low[j], frozen_lo)
-            scoring = s[j] >= scores.threshold
+            # A score counts for the incident only on its own side, at least half a band out: the
+            # drop back to normal after a runaway loop scores too, and must not prolong it.
+            half_band = 0.5 * (frozen_hi - frozen_exp if direction > 0 else frozen_exp - frozen_lo)
+            scoring = s[j] >= scores.threshold and (
+                j == start or (not np.isnan(xj) and (xj - frozen_exp) * direction > half_band)
+            )
             beyond = not np.isnan(xj) and ((direction > 0 and xj > hi) or (direction < 0 and xj < lo))
             since_scored = 0 if scoring else since_scored + 1
             if scoring or (beyond and since_scored <= pol.max_hold):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from decimal import Decimal
+from typing import Any
 
 from django.contrib import messages
 from django.db.models import Sum
@@ -25,8 +26,8 @@ SUMMARY_DAYS = 30
 @org_view()
 def deployments(request: OrgRequest) -> HttpResponse:
     since = timezone.now() - timedelta(days=SUMMARY_DAYS)
-    totals = {
-        row["deployment_id"]: row
+    totals: dict[int, dict[str, Any]] = {
+        row["deployment_id"]: dict(row)
         for row in DeploymentMinute.objects.filter(tenant=request.organization, minute__gte=since)
         .values("deployment_id")
         .annotate(busy=Sum("busy_usd"), idle=Sum("idle_usd"), seconds=Sum("busy_seconds"))

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from costline.alerts.detection import DetectorConfig, Scores, score, score_many
+from costline.alerts.incidents import IncidentPolicy, group_incidents
 from tests.conftest import shared_path
 
 HOUR = 3600
@@ -63,13 +64,15 @@ def test_it_flags_a_level_shift_then_absorbs_it() -> None:
     assert abs(scores.expected[-1] - 160) < 10
 
 
-def test_a_zero_heavy_series_is_not_flagged_for_its_usual_bursts() -> None:
+def test_a_zero_heavy_tenant_is_not_paged_for_its_usual_bursts() -> None:
     rng = np.random.default_rng(3)
     spend = np.where(rng.random(1500) < 0.05, rng.exponential(0.02, 1500), 0.0)  # a call a day
 
     scores = score(spend, hourly(spend.size))
+    incidents = group_incidents(scores, spend, IncidentPolicy(min_dollar_impact=1.0))
 
-    assert scores.anomalous[300:].sum() <= 2
+    assert scores.anomalous[300:].mean() < 0.01
+    assert [i for i in incidents if i.paged_at is not None] == []
 
 
 def test_gaps_have_no_score_and_detection_carries_on_after_them() -> None:
@@ -153,3 +156,18 @@ def test_it_finds_the_jump_in_nab_art_daily_jumpsup() -> None:
 
     s = np.nan_to_num(scores.score)
     assert s[inside].max() > s[~inside][int(0.15 * s.size) :].max()
+
+
+def test_a_gap_leaves_the_forecast_and_band_as_they_were() -> None:
+    rng = np.random.default_rng(12)
+    latency = 800 + rng.normal(0, 30, 400)
+    gapped = latency.copy()
+    gapped[300:310] = np.nan
+
+    before, after = score(gapped, hourly(gapped.size)), score(latency, hourly(latency.size))
+
+    assert np.isfinite(before.expected[310:]).all()
+    width = after.high[310] - after.expected[310]
+    assert abs(before.high[310] - after.high[310]) < 0.2 * width
+    assert not before.anomalous[310:].any()
+    assert not after.anomalous[300:].any()
