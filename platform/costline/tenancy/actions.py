@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from django.db import transaction
 from django.utils import timezone
@@ -55,19 +56,21 @@ def create_organization(name: str, *, owner: User | None = None, time_zone: str 
     return org
 
 
+def _issue(
+    model: type[IngestKey] | type[GatewayKey] | type[ApiToken], kind_prefix: str, **fields: Any
+) -> Issued:
+    """A new secret of `model`: stored as its hash and display prefix, returned in plain text once."""
+    plaintext = new_secret(kind_prefix)
+    row = model.objects.create(prefix=display_prefix(plaintext), secret_hash=hash_secret(plaintext), **fields)
+    return Issued(id=row.id, prefix=row.prefix, plaintext=plaintext)
+
+
 def issue_ingest_key(
     org: Organization, name: str, *, project: Project | None = None, created_by: User | None = None
 ) -> Issued:
-    plaintext = new_secret(INGEST_KEY_PREFIX)
-    key = IngestKey.objects.create(
-        organization=org,
-        name=name,
-        project=project,
-        created_by=created_by,
-        prefix=display_prefix(plaintext),
-        secret_hash=hash_secret(plaintext),
+    return _issue(
+        IngestKey, INGEST_KEY_PREFIX, organization=org, name=name, project=project, created_by=created_by
     )
-    return Issued(id=key.id, prefix=key.prefix, plaintext=plaintext)
 
 
 def issue_gateway_key(
@@ -79,30 +82,20 @@ def issue_gateway_key(
     cache_enabled: bool = True,
     created_by: User | None = None,
 ) -> Issued:
-    plaintext = new_secret(GATEWAY_KEY_PREFIX)
-    key = GatewayKey.objects.create(
+    return _issue(
+        GatewayKey,
+        GATEWAY_KEY_PREFIX,
         organization=org,
         name=name,
         project=project,
         team=team,
         cache_enabled=cache_enabled,
         created_by=created_by,
-        prefix=display_prefix(plaintext),
-        secret_hash=hash_secret(plaintext),
     )
-    return Issued(id=key.id, prefix=key.prefix, plaintext=plaintext)
 
 
 def issue_api_token(org: Organization, name: str, *, user: User | None = None) -> Issued:
-    plaintext = new_secret(API_TOKEN_PREFIX)
-    token = ApiToken.objects.create(
-        organization=org,
-        name=name,
-        user=user,
-        prefix=display_prefix(plaintext),
-        secret_hash=hash_secret(plaintext),
-    )
-    return Issued(id=token.id, prefix=token.prefix, plaintext=plaintext)
+    return _issue(ApiToken, API_TOKEN_PREFIX, organization=org, name=name, user=user)
 
 
 def resolve_api_token(plaintext: str) -> ApiToken | None:
