@@ -43,6 +43,7 @@ class GatewayApp:
         self.gateway = gateway
         self.store = store
         self.max_body_bytes = max_body_bytes
+        self.on_startup: list[Callable[[], Awaitable[None]]] = []
         self.on_shutdown: list[Callable[[], Awaitable[None]]] = []
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -58,6 +59,8 @@ class GatewayApp:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                for hook in self.on_startup:
+                    await hook()
                 await self.store.open()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":

@@ -7,7 +7,7 @@ import logging
 import socket
 from dataclasses import dataclass
 
-import httpx
+import aiohttp
 import redis.asyncio as aioredis
 import uvicorn
 from django.conf import settings
@@ -55,15 +55,12 @@ def build_app(
     )
     redis_client = aioredis.Redis(connection_pool=pool)
     telemetry = Telemetry(settings.GATEWAY_OTLP_URL if otlp_url is None else otlp_url)
-    # Connections to upstreams are kept open: a new TCP (and TLS) handshake per call would cost more
-    # than the gateway's own work.
-    http = httpx.AsyncClient(limits=httpx.Limits(max_connections=1000, max_keepalive_connections=200))
     gateway = Gateway(
         routes or route_table(),
         store,
         redis_client,
         telemetry,
-        http,
+        None,
         GatewaySettings(fail_open=settings.GATEWAY_FAIL_OPEN, cache_ttl_s=settings.GATEWAY_CACHE_TTL_SECONDS),
         semantic_settings
         or SemanticSettings(
@@ -74,11 +71,20 @@ def build_app(
     )
     app = GatewayApp(gateway, store, max_body_bytes=settings.GATEWAY_MAX_BODY_BYTES)
 
+    async def startup() -> None:
+        # Made in the serving event loop, which an aiohttp session belongs to. Connections to upstreams
+        # are kept open: a new TCP (and TLS) handshake per call would cost more than the gateway's work.
+        gateway.http = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=1000, limit_per_host=200, keepalive_timeout=60)
+        )
+
     async def shutdown() -> None:
-        await http.aclose()
+        if gateway.http is not None:
+            await gateway.http.close()
         await redis_client.aclose()
         await asyncio.to_thread(telemetry.shutdown)  # flushes the spans still batched
 
+    app.on_startup.append(startup)
     app.on_shutdown.append(shutdown)
     return app
 

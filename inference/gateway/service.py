@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-import httpx
+import aiohttp
 import numpy as np
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -189,7 +189,7 @@ class Gateway:
         store: CallerStore,
         redis_client: aioredis.Redis,
         telemetry: Telemetry,
-        http: httpx.AsyncClient,
+        http: aiohttp.ClientSession | None,
         settings: GatewaySettings,
         semantic_settings: semantic.SemanticSettings | None = None,
     ) -> None:
@@ -199,9 +199,15 @@ class Gateway:
         self.redis = redis_client
         self.budgets = Budgets(redis_client)
         self.telemetry = telemetry
-        self.http = http
+        self.http = http  # set when the server starts (an aiohttp session belongs to its event loop)
         self.settings = settings
         self.coalescer = response_cache.Coalescer()
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self.http is None:
+            raise RuntimeError("the gateway's HTTP session is made when its server starts")
+        return self.http
 
     # --- the steps -----------------------------------------------------------------------------------
 
@@ -331,7 +337,7 @@ class Gateway:
         if cascade is not None:
             first: Outcome | None
             try:
-                first = await self._timed(c, call(self.http, cascade.first, path, c.body))
+                first = await self._timed(c, call(self.session, cascade.first, path, c.body))
             except UpstreamFailure as exc:
                 if not exc.retryable:
                     raise
@@ -344,7 +350,7 @@ class Gateway:
         failures: list[UpstreamFailure] = []
         for target in c.route.targets:
             try:
-                return await self._timed(c, call(self.http, target, path, c.body))
+                return await self._timed(c, call(self.session, target, path, c.body))
             except UpstreamFailure as exc:
                 if not exc.retryable:
                     raise
@@ -367,7 +373,7 @@ class Gateway:
         for target in c.route.targets:
             started = time.perf_counter()
             try:
-                opened = await open_stream(self.http, target, path, c.body, c.include_usage)
+                opened = await open_stream(self.session, target, path, c.body, c.include_usage)
             except UpstreamFailure as exc:
                 c.upstream_seconds += time.perf_counter() - started
                 if not exc.retryable:
@@ -584,7 +590,7 @@ class Gateway:
         try:
             target = self.routes.resolve(self.semantic.model).targets[0]
             started = time.perf_counter()
-            embedded = await call(self.http, target, "embeddings", {"input": text})
+            embedded = await call(self.session, target, "embeddings", {"input": text})
             c.upstream_seconds += time.perf_counter() - started
             c.vector = semantic.normalised((embedded.body or {})["data"][0]["embedding"])
             space = semantic.namespace(c.caller.organization_id, c.route.alias, c.body)

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
+import aiohttp
 
 from inference.gateway.routes import Target
 
@@ -78,7 +78,7 @@ def _headers(target: Target) -> dict[str, str]:
     return {"Authorization": f"Bearer {up.api_key}"} if up.api_key else {}
 
 
-def _failure(target: Target, response: httpx.Response, body: bytes) -> UpstreamFailure:
+def _failure(target: Target, response: aiohttp.ClientResponse, body: bytes) -> UpstreamFailure:
     try:
         parsed: Any = json.loads(body)
     except ValueError:
@@ -86,7 +86,7 @@ def _failure(target: Target, response: httpx.Response, body: bytes) -> UpstreamF
     message = body[:300].decode("utf-8", "replace")
     if isinstance(parsed, dict) and isinstance(parsed.get("error"), dict):
         message = str(parsed["error"].get("message") or message)
-    status = response.status_code
+    status = response.status
     retryable = status == 429 or status >= 500 or status == 408
     return UpstreamFailure(target, status, f"answered {status}: {message}", retryable=retryable, body=parsed)
 
@@ -158,7 +158,12 @@ def _check_path(target: Target, path: str) -> None:
 # --- calls -----------------------------------------------------------------------------------------------
 
 
-async def call(client: httpx.AsyncClient, target: Target, path: str, body: dict[str, Any]) -> Outcome:
+# aiohttp, not httpx: its C parser made a call through the gateway cost about half the CPU (httpx was
+# 52% of the gateway's time in bench/gateway.py's profile).
+UNREACHABLE = (aiohttp.ClientError, TimeoutError)
+
+
+async def call(client: aiohttp.ClientSession, target: Target, path: str, body: dict[str, Any]) -> Outcome:
     """One non-streaming call (`path`: chat/completions, completions or embeddings)."""
     outcome = Outcome(target)
     anthropic = target.upstream.kind == "anthropic"
@@ -166,16 +171,20 @@ async def call(client: httpx.AsyncClient, target: Target, path: str, body: dict[
     url = f"{target.upstream.base_url}/{'v1/messages' if anthropic else path}"
     payload = _anthropic_request(body, target.model, False) if anthropic else {**body, "model": target.model}
     try:
-        response = await client.post(
-            url, json=payload, headers=_headers(target), timeout=target.upstream.timeout_s
-        )
-    except httpx.HTTPError as exc:
+        async with client.post(
+            url,
+            json=payload,
+            headers=_headers(target),
+            timeout=aiohttp.ClientTimeout(total=target.upstream.timeout_s),
+        ) as response:
+            raw = await response.read()
+    except UNREACHABLE as exc:
         raise UpstreamFailure(target, 502, f"unreachable ({type(exc).__name__})", retryable=True) from exc
     outcome.finished_at = outcome.first_token_at = time.perf_counter()
-    if response.status_code != 200:
-        raise _failure(target, response, response.content)
+    if response.status != 200:
+        raise _failure(target, response, raw)
     try:
-        data = response.json()
+        data = json.loads(raw)
     except ValueError as exc:
         raise UpstreamFailure(target, 502, "answered a body that is not JSON", retryable=True) from exc
     if anthropic:
@@ -215,8 +224,12 @@ class Stream:
     """An upstream stream that answered 200: iterate `chunks()` for the OpenAI-format SSE events."""
 
     outcome: Outcome
-    response: httpx.Response
+    response: aiohttp.ClientResponse
     include_usage: bool  # whether the caller asked for the usage chunk
+
+    async def _lines(self) -> AsyncIterator[str]:
+        async for raw in self.response.content:
+            yield raw.decode("utf-8", "replace").rstrip("\r\n")
 
     async def chunks(self) -> AsyncIterator[bytes]:
         try:
@@ -228,7 +241,7 @@ class Stream:
                     yield chunk
         finally:
             self.outcome.finished_at = time.perf_counter()
-            await self.response.aclose()
+            self.response.release()
 
     def _note_content(self, text: str) -> None:
         if text and self.outcome.first_token_at is None:
@@ -236,7 +249,7 @@ class Stream:
         self.outcome.content += text
 
     async def _openai(self) -> AsyncIterator[bytes]:
-        async for line in self.response.aiter_lines():
+        async for line in self._lines():
             if not line.startswith("data:"):
                 continue
             data = line[5:].strip()
@@ -276,7 +289,7 @@ class Stream:
                 event["usage"] = _openai_usage(outcome)
             return f"data: {json.dumps(event, separators=(',', ':'))}\n\n".encode()
 
-        async for line in self.response.aiter_lines():
+        async for line in self._lines():
             if not line.startswith("data:"):
                 continue
             try:
@@ -307,7 +320,7 @@ class Stream:
 
 
 async def open_stream(
-    client: httpx.AsyncClient, target: Target, path: str, body: dict[str, Any], include_usage: bool
+    client: aiohttp.ClientSession, target: Target, path: str, body: dict[str, Any], include_usage: bool
 ) -> Stream:
     """Start a streaming call; raises UpstreamFailure unless the upstream answered 200."""
     anthropic = target.upstream.kind == "anthropic"
@@ -320,15 +333,18 @@ async def open_stream(
         url = f"{target.upstream.base_url}/{path}"
         payload = {**body, "model": target.model, "stream": True, "stream_options": options}
     outcome = Outcome(target)
-    request = client.build_request(
-        "POST", url, json=payload, headers=_headers(target), timeout=target.upstream.timeout_s
+    # The timeout bounds the wait for each piece of the stream, not the whole answer.
+    timeout = aiohttp.ClientTimeout(
+        total=None, sock_connect=target.upstream.timeout_s, sock_read=target.upstream.timeout_s
     )
     try:
-        response = await client.send(request, stream=True)
-    except httpx.HTTPError as exc:
+        response = await client.post(url, json=payload, headers=_headers(target), timeout=timeout)
+    except UNREACHABLE as exc:
         raise UpstreamFailure(target, 502, f"unreachable ({type(exc).__name__})", retryable=True) from exc
-    if response.status_code != 200:
-        body_bytes = await response.aread()
-        await response.aclose()
+    if response.status != 200:
+        try:
+            body_bytes = await response.read()
+        finally:
+            response.release()
         raise _failure(target, response, body_bytes)
     return Stream(outcome, response, include_usage)
