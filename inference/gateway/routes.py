@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from inference.vllm.models import CHAT_MODEL_NAME, EMBEDDING_MODEL_NAME
+
 KINDS = ("openai", "anthropic")
 ESCALATION_SIGNALS = ("finish_reason:", "empty", "error", "contains:")
 
@@ -193,8 +195,8 @@ def default_config(
             "vllm-embeddings": {"kind": "openai", "base_url": vllm_embeddings_url, "provider": "vllm"},
         },
         "models": {
-            "smollm2-135m-instruct": {"targets": ["vllm/smollm2-135m-instruct"]},
-            "all-minilm-l6-v2": {"targets": ["vllm-embeddings/all-minilm-l6-v2"]},
+            CHAT_MODEL_NAME: {"targets": [f"vllm/{CHAT_MODEL_NAME}"]},
+            EMBEDDING_MODEL_NAME: {"targets": [f"vllm-embeddings/{EMBEDDING_MODEL_NAME}"]},
         },
     }
     if openai_api_key:

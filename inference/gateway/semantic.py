@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from inference.gateway.cache import NEUTRAL_PARAMETERS
+from inference.vllm.models import EMBEDDING_MODEL_NAME
 
 KEY_PREFIX = "costline:gw:sem:"
 MAX_ENTRIES = 2000
@@ -32,7 +33,7 @@ MAX_TEXT_CHARS = 2000  # all-MiniLM-L6-v2 reads 256 tokens: the end of a convers
 class SemanticSettings:
     enabled: bool = False
     threshold: float = 0.95
-    model: str = "all-minilm-l6-v2"
+    model: str = EMBEDDING_MODEL_NAME
 
 
 def namespace(tenant_id: int, model: str, body: dict[str, Any]) -> str:

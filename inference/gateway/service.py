@@ -20,10 +20,10 @@ import json
 import logging
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 import numpy as np
@@ -37,9 +37,10 @@ from inference.gateway.budget import Budgets, cost, estimate_input_tokens, max_o
 from inference.gateway.callers import Caller, CallerStore
 from inference.gateway.routes import Route, RouteTable, Target, UnknownModel
 from inference.gateway.telemetry import KEY_ATTRIBUTE, Telemetry
-from inference.gateway.upstream import Outcome, Stream, UpstreamFailure, call, open_stream
+from inference.gateway.upstream import Outcome, UpstreamFailure, call, open_stream
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 PATHS = {"chat": "chat/completions", "text_completion": "completions", "embeddings": "embeddings"}
 REDIS_RETRY_AFTER_S = 1
@@ -347,10 +348,14 @@ class Gateway:
                 return first
             if first is not None:
                 await self._settle_part(c, first)  # the cheap call was made and paid for
+        return await self._first_to_answer(c, lambda target: call(self.session, target, path, c.body))
+
+    async def _first_to_answer(self, c: Call, attempt: Callable[[Target], Awaitable[T]]) -> T:
+        """The route's targets in order until one answers; a client error (not retryable) ends it."""
         failures: list[UpstreamFailure] = []
         for target in c.route.targets:
             try:
-                return await self._timed(c, call(self.session, target, path, c.body))
+                return await self._timed(c, attempt(target))
             except UpstreamFailure as exc:
                 if not exc.retryable:
                     raise
@@ -358,34 +363,21 @@ class Gateway:
                 self.telemetry.fallbacks.labels(target.upstream.name).inc()
         raise _all_failed(failures)
 
-    async def _timed(self, c: Call, work: Any) -> Outcome:
+    async def _timed(self, c: Call, work: Awaitable[T]) -> T:
         started = time.perf_counter()
         try:
-            outcome: Outcome = await work
-            return outcome
+            return await work
         finally:
             c.upstream_seconds += time.perf_counter() - started
 
     async def _stream(self, c: Call, cache_key: str | None) -> Answer:
         path = PATHS[c.operation]
-        failures: list[UpstreamFailure] = []
-        opened: Stream | None = None
-        for target in c.route.targets:
-            started = time.perf_counter()
-            try:
-                opened = await open_stream(self.session, target, path, c.body, c.include_usage)
-            except UpstreamFailure as exc:
-                c.upstream_seconds += time.perf_counter() - started
-                if not exc.retryable:
-                    return await self._failed(c, exc)
-                failures.append(exc)
-                self.telemetry.fallbacks.labels(target.upstream.name).inc()
-                continue
-            c.upstream_seconds += time.perf_counter() - started
-            break
-        if opened is None:
-            return await self._failed(c, _all_failed(failures))
-        stream = opened
+        try:
+            stream = await self._first_to_answer(
+                c, lambda target: open_stream(self.session, target, path, c.body, c.include_usage)
+            )
+        except UpstreamFailure as exc:
+            return await self._failed(c, exc)
         waiting = self.coalescer.begin(cache_key) if cache_key else None
 
         async def relay() -> AsyncIterator[bytes]:
@@ -573,8 +565,10 @@ class Gateway:
             if c.vector is not None:
                 space = semantic.namespace(c.caller.organization_id, c.route.alias, c.body)
                 if await self.redis.hlen(space) < semantic.MAX_ENTRIES:
-                    await self.redis.hset(space, key, c.vector.tobytes())
-                    await self.redis.expire(space, self.settings.cache_ttl_s)
+                    async with self.redis.pipeline(transaction=False) as pipe:
+                        pipe.hset(space, key, c.vector.tobytes())
+                        pipe.expire(space, self.settings.cache_ttl_s)
+                        await pipe.execute()
         except RedisError:
             log.warning("could not store a cached answer", exc_info=True)
 

@@ -322,16 +322,32 @@ CELERY_BROKER_URL = celery_broker_url(REDIS_URL)
 # Beat remembers when each entry last ran; kept with the other local state, not in the working directory.
 CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
 
+# --- vLLM tier (inference/vllm) -------------------------------------------------------------------------
+# `make run` starts vLLM when the inference extra is installed (`make inference`); false keeps it off.
+VLLM_ENABLED = env_bool("COSTLINE_VLLM", True)
+VLLM_PROFILE = env_str("COSTLINE_VLLM_PROFILE", "cpu-interactive")  # README, "Inference tier (vLLM)"
+VLLM_PORT = env_int("COSTLINE_VLLM_PORT", 8200, minimum=1)
+# A second server for /v1/embeddings (all-MiniLM-L6-v2): about 30 s more at start and 1 GiB of memory.
+VLLM_EMBEDDINGS_ENABLED = env_bool("COSTLINE_VLLM_EMBEDDINGS", True)
+VLLM_EMBEDDINGS_PORT = env_int("COSTLINE_VLLM_EMBEDDINGS_PORT", 8201, minimum=1)
+# A Hugging Face model folder to serve instead of the bundled SmolLM2-135M-Instruct (empty: bundled).
+VLLM_MODEL = env_str("COSTLINE_VLLM_MODEL", "")
+# Skip torch.compile: ready in ~40 s instead of 75–105 s on 2 cores, for ~25% fewer tokens/s.
+VLLM_ENFORCE_EAGER = env_bool("COSTLINE_VLLM_ENFORCE_EAGER", False)
+# The ingest key vLLM exports its spans with (`make run` passes the demo organisation's); empty: no traces.
+VLLM_INGEST_KEY = env_str("COSTLINE_VLLM_INGEST_KEY", "")
+
 # --- Inference gateway (inference/gateway) ------------------------------------------------------------
 GATEWAY_HOST = env_str("COSTLINE_GATEWAY_HOST", "0.0.0.0")  # noqa: S104 - a network service
 GATEWAY_PORT = env_int("COSTLINE_GATEWAY_PORT", 8100, minimum=0)
 # The gateway as services reach it (shown on the gateway keys page).
-GATEWAY_PUBLIC_URL = env_str("COSTLINE_GATEWAY_URL", "http://localhost:8100")
+GATEWAY_PUBLIC_URL = env_str("COSTLINE_GATEWAY_URL", f"http://localhost:{GATEWAY_PORT}")
 # Model aliases, upstreams, fallbacks and cascades: JSON, or the path of a JSON file (README, "Routing").
 # Empty: the bundled vLLM tier's models, plus OpenAI and Anthropic when their keys are set.
 GATEWAY_ROUTES = env_str("COSTLINE_GATEWAY_ROUTES", "")
-VLLM_URL = env_str("COSTLINE_VLLM_URL", "http://127.0.0.1:8200/v1")
-VLLM_EMBEDDINGS_URL = env_str("COSTLINE_VLLM_EMBEDDINGS_URL", "http://127.0.0.1:8201/v1")
+# The vLLM tier as the default routes reach it: the servers `make run` starts, unless said otherwise.
+VLLM_URL = env_str("COSTLINE_VLLM_URL", f"http://127.0.0.1:{VLLM_PORT}/v1")
+VLLM_EMBEDDINGS_URL = env_str("COSTLINE_VLLM_EMBEDDINGS_URL", f"http://127.0.0.1:{VLLM_EMBEDDINGS_PORT}/v1")
 OPENAI_BASE_URL = env_str("COSTLINE_OPENAI_BASE_URL", "https://api.openai.com/v1")
 OPENAI_API_KEY = env_str("COSTLINE_OPENAI_API_KEY", "")
 ANTHROPIC_BASE_URL = env_str("COSTLINE_ANTHROPIC_BASE_URL", "https://api.anthropic.com")
@@ -353,18 +369,3 @@ GATEWAY_SEMANTIC_CACHE = env_bool("COSTLINE_GATEWAY_SEMANTIC_CACHE", False)
 GATEWAY_SEMANTIC_THRESHOLD = env_float("COSTLINE_GATEWAY_SEMANTIC_THRESHOLD", 0.95)
 GATEWAY_SEMANTIC_MODEL = env_str("COSTLINE_GATEWAY_SEMANTIC_MODEL", "all-minilm-l6-v2")
 GATEWAY_MAX_BODY_BYTES = env_int("COSTLINE_GATEWAY_MAX_BODY_BYTES", 8 * 1024 * 1024, minimum=1024)
-
-# --- vLLM tier (inference/vllm) -------------------------------------------------------------------------
-# `make run` starts vLLM when the inference extra is installed (`make inference`); false keeps it off.
-VLLM_ENABLED = env_bool("COSTLINE_VLLM", True)
-VLLM_PROFILE = env_str("COSTLINE_VLLM_PROFILE", "cpu-interactive")  # README, "Inference tier (vLLM)"
-VLLM_PORT = env_int("COSTLINE_VLLM_PORT", 8200, minimum=1)
-# A second server for /v1/embeddings (all-MiniLM-L6-v2): about 30 s more at start and 1 GiB of memory.
-VLLM_EMBEDDINGS_ENABLED = env_bool("COSTLINE_VLLM_EMBEDDINGS", True)
-VLLM_EMBEDDINGS_PORT = env_int("COSTLINE_VLLM_EMBEDDINGS_PORT", 8201, minimum=1)
-# A Hugging Face model folder to serve instead of the bundled SmolLM2-135M-Instruct (empty: bundled).
-VLLM_MODEL = env_str("COSTLINE_VLLM_MODEL", "")
-# Skip torch.compile: ready in ~40 s instead of 75–105 s on 2 cores, for ~25% fewer tokens/s.
-VLLM_ENFORCE_EAGER = env_bool("COSTLINE_VLLM_ENFORCE_EAGER", False)
-# The ingest key vLLM exports its spans with (`make run` passes the demo organisation's); empty: no traces.
-VLLM_INGEST_KEY = env_str("COSTLINE_VLLM_INGEST_KEY", "")
