@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -88,6 +89,13 @@ class Call:
     upstream_seconds: float = 0.0
     vector: np.ndarray | None = None  # the conversation's embedding, once the semantic cache made it
     similarity: float | None = None  # a semantic hit's cosine similarity
+    # The call's span ids, chosen up front so the upstream request can carry them (W3C trace context).
+    trace_id: int = field(default_factory=lambda: random.getrandbits(128) or 1)
+    span_id: int = field(default_factory=lambda: random.getrandbits(64) or 1)
+
+    @property
+    def traceparent(self) -> str:
+        return f"00-{self.trace_id:032x}-{self.span_id:016x}-01"
 
     @property
     def stream(self) -> bool:
@@ -234,6 +242,7 @@ class Gateway:
             await self._close(c, None)
             raise
         answer.headers.setdefault("x-costline-budget", c.decision)
+        answer.headers["x-costline-trace-id"] = f"{c.trace_id:032x}"  # the call's trace in Costline
         if c.downgraded_from:
             answer.headers["x-costline-downgraded-from"] = c.downgraded_from
             answer.headers["x-costline-model"] = c.route.alias
@@ -348,7 +357,9 @@ class Gateway:
                 return first
             if first is not None:
                 await self._settle_part(c, first)  # the cheap call was made and paid for
-        return await self._first_to_answer(c, lambda target: call(self.session, target, path, c.body))
+        return await self._first_to_answer(
+            c, lambda target: call(self.session, target, path, c.body, c.traceparent)
+        )
 
     async def _first_to_answer(self, c: Call, attempt: Callable[[Target], Awaitable[T]]) -> T:
         """The route's targets in order until one answers; a client error (not retryable) ends it."""
@@ -374,7 +385,10 @@ class Gateway:
         path = PATHS[c.operation]
         try:
             stream = await self._first_to_answer(
-                c, lambda target: open_stream(self.session, target, path, c.body, c.include_usage)
+                c,
+                lambda target: open_stream(
+                    self.session, target, path, c.body, c.include_usage, c.traceparent
+                ),
             )
         except UpstreamFailure as exc:
             return await self._failed(c, exc)
@@ -540,6 +554,7 @@ class Gateway:
             attributes=attributes,
             secret=c.caller.secret,
             error=error,
+            ids=(c.trace_id, c.span_id),
         )
 
     # --- the cache ---------------------------------------------------------------------------------------
@@ -583,9 +598,13 @@ class Gateway:
             return None
         try:
             target = self.routes.resolve(self.semantic.model).targets[0]
-            started = time.perf_counter()
-            embedded = await call(self.session, target, "embeddings", {"input": text})
+            started, started_ns = time.perf_counter(), time.time_ns()
+            ids = (random.getrandbits(128) or 1, random.getrandbits(64) or 1)
+            embedded = await call(
+                self.session, target, "embeddings", {"input": text}, f"00-{ids[0]:032x}-{ids[1]:016x}-01"
+            )
             c.upstream_seconds += time.perf_counter() - started
+            self._record_lookup(c, embedded, started_ns, ids)
             c.vector = semantic.normalised((embedded.body or {})["data"][0]["embedding"])
             space = semantic.namespace(c.caller.organization_id, c.route.alias, c.body)
             entries = await self.redis.hgetall(space)
@@ -601,6 +620,34 @@ class Gateway:
             return None
         c.similarity = match[1]
         return cached
+
+    def _record_lookup(self, c: Call, embedded: Outcome, start_ns: int, ids: tuple[int, int]) -> None:
+        """The semantic cache's embedding of a call's conversation is a call of its own, made for the
+        caller: it is priced and counted in the caller's organisation, as its own trace."""
+        target = embedded.target
+        attributes: dict[str, Any] = {
+            "gen_ai.operation.name": "embeddings",
+            "gen_ai.provider.name": target.upstream.provider,
+            "gen_ai.request.model": target.model,
+            "gen_ai.response.model": embedded.response_model,
+            "gen_ai.response.id": embedded.response_id,
+            "gen_ai.usage.input_tokens": embedded.input_tokens,
+            "user.id": str(c.body.get("user") or "") or None,
+            "costline.feature": c.headers.get("x-costline-feature") or None,
+            "costline.project": c.caller.project or None,
+            "costline.team": c.caller.team or None,
+            "costline.tags": ["semantic-cache-lookup"],  # the Explore page filters by tag
+            "costline.upstream": target.label,
+            KEY_ATTRIBUTE: c.caller.key_prefix,
+        }
+        self.telemetry.span(
+            name=f"embeddings {target.model}",
+            start_ns=start_ns,
+            end_ns=time.time_ns(),
+            attributes=attributes,
+            secret=c.caller.secret,
+            ids=ids,
+        )
 
 
 def _all_failed(failures: list[UpstreamFailure]) -> UpstreamFailure:

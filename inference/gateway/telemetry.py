@@ -20,12 +20,14 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Sequence
+from contextvars import ContextVar
 from typing import Any
 
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
@@ -33,6 +35,25 @@ log = logging.getLogger(__name__)
 
 KEY_ATTRIBUTE = "costline.gateway_key"
 SCOPE = "costline.gateway"
+
+_PLANNED: ContextVar[tuple[int, int] | None] = ContextVar("costline_gateway_span_ids", default=None)
+
+
+class _PlannedIds(RandomIdGenerator):
+    """The trace and span ids a call chose when it began, used when its span is made at the end.
+
+    The upstream request carried them as its W3C `traceparent`, so vLLM made the gateway's span the parent
+    of its own; the collector then stores the call once (the client's span wins, README "Self-hosted
+    cost"), not once per process that saw it.
+    """
+
+    def generate_trace_id(self) -> int:
+        planned = _PLANNED.get()
+        return planned[0] if planned else super().generate_trace_id()
+
+    def generate_span_id(self) -> int:
+        planned = _PLANNED.get()
+        return planned[1] if planned else super().generate_span_id()
 
 
 class KeyedExporter(SpanExporter):
@@ -138,7 +159,9 @@ class Telemetry:
         self.tracer: Tracer | None = None
         if otlp_url:
             self.exporter = KeyedExporter(otlp_url)
-            self.provider = TracerProvider(resource=Resource.create({"service.name": "costline-gateway"}))
+            self.provider = TracerProvider(
+                resource=Resource.create({"service.name": "costline-gateway"}), id_generator=_PlannedIds()
+            )
             # 512-span batches every second: a span reaches the collector within about a second.
             self.provider.add_span_processor(
                 BatchSpanProcessor(self.exporter, max_export_batch_size=512, schedule_delay_millis=1000)
@@ -157,17 +180,23 @@ class Telemetry:
         attributes: dict[str, Any],
         secret: str,
         error: str | None = None,
+        ids: tuple[int, int] | None = None,
     ) -> None:
-        """Record one finished call as a span (exported in the background, batched)."""
+        """Record one finished call as a span (exported in the background, batched); `ids` are the
+        (trace id, span id) its upstream request announced, if any."""
         if self.tracer is None or self.exporter is None:
             return
         self.exporter.remember(str(attributes[KEY_ATTRIBUTE]), secret)
-        span = self.tracer.start_span(
-            name,
-            kind=SpanKind.CLIENT,
-            start_time=start_ns,
-            attributes={k: v for k, v in attributes.items() if v is not None},
-        )
+        planned = _PLANNED.set(ids)
+        try:
+            span = self.tracer.start_span(
+                name,
+                kind=SpanKind.CLIENT,
+                start_time=start_ns,
+                attributes={k: v for k, v in attributes.items() if v is not None},
+            )
+        finally:
+            _PLANNED.reset(planned)
         if error:
             span.set_attribute("error.type", error)
             span.set_status(Status(StatusCode.ERROR, error))

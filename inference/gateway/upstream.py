@@ -71,11 +71,15 @@ def _int(value: Any, default: int | None) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else default
 
 
-def _headers(target: Target) -> dict[str, str]:
+def _headers(target: Target, traceparent: str | None) -> dict[str, str]:
     up = target.upstream
     if up.kind == "anthropic":
-        return {"x-api-key": up.api_key, "anthropic-version": ANTHROPIC_VERSION}
-    return {"Authorization": f"Bearer {up.api_key}"} if up.api_key else {}
+        headers = {"x-api-key": up.api_key, "anthropic-version": ANTHROPIC_VERSION}
+    else:
+        headers = {"Authorization": f"Bearer {up.api_key}"} if up.api_key else {}
+    if traceparent:
+        headers["traceparent"] = traceparent  # W3C trace context: vLLM's span becomes the call's child
+    return headers
 
 
 def _failure(target: Target, response: aiohttp.ClientResponse, body: bytes) -> UpstreamFailure:
@@ -163,7 +167,13 @@ def _check_path(target: Target, path: str) -> None:
 UNREACHABLE = (aiohttp.ClientError, TimeoutError)
 
 
-async def call(client: aiohttp.ClientSession, target: Target, path: str, body: dict[str, Any]) -> Outcome:
+async def call(
+    client: aiohttp.ClientSession,
+    target: Target,
+    path: str,
+    body: dict[str, Any],
+    traceparent: str | None = None,
+) -> Outcome:
     """One non-streaming call (`path`: chat/completions, completions or embeddings)."""
     outcome = Outcome(target)
     anthropic = target.upstream.kind == "anthropic"
@@ -174,7 +184,7 @@ async def call(client: aiohttp.ClientSession, target: Target, path: str, body: d
         async with client.post(
             url,
             json=payload,
-            headers=_headers(target),
+            headers=_headers(target, traceparent),
             timeout=aiohttp.ClientTimeout(total=target.upstream.timeout_s),
         ) as response:
             raw = await response.read()
@@ -320,7 +330,12 @@ class Stream:
 
 
 async def open_stream(
-    client: aiohttp.ClientSession, target: Target, path: str, body: dict[str, Any], include_usage: bool
+    client: aiohttp.ClientSession,
+    target: Target,
+    path: str,
+    body: dict[str, Any],
+    include_usage: bool,
+    traceparent: str | None = None,
 ) -> Stream:
     """Start a streaming call; raises UpstreamFailure unless the upstream answered 200."""
     anthropic = target.upstream.kind == "anthropic"
@@ -338,7 +353,8 @@ async def open_stream(
         total=None, sock_connect=target.upstream.timeout_s, sock_read=target.upstream.timeout_s
     )
     try:
-        response = await client.post(url, json=payload, headers=_headers(target), timeout=timeout)
+        headers = _headers(target, traceparent)
+        response = await client.post(url, json=payload, headers=headers, timeout=timeout)
     except UNREACHABLE as exc:
         raise UpstreamFailure(target, 502, f"unreachable ({type(exc).__name__})", retryable=True) from exc
     if response.status != 200:

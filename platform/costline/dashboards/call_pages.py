@@ -476,6 +476,7 @@ def _breakdown_context(organization_id: int, call: LLMCall, breakdown: CostBreak
                 "quantity": f"{line.quantity:,}",
                 "unit_price": exact_usd(line.unit_price),
                 "per": "request" if line.per_request else "1M tokens",
+                "by_token": line.priced_by_token,
                 "cost": exact_usd(line.cost),
             }
             for line in breakdown.lines

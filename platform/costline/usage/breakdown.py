@@ -19,6 +19,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from costline.usage.models import LLMCall, Status
 from costline.usage.pricing import (
     CATALOGUE_SOURCE,
+    GATEWAY_CACHE_SOURCE,
     MTOK,
     OVERRIDE_SOURCE,
     SELF_HOSTED_PROVIDERS,
@@ -29,6 +30,7 @@ from costline.usage.pricing import (
     choose_override,
     price_call,
 )
+from costline.usage.selfhosted import SELF_HOSTED_SOURCE
 
 PLACES = Decimal("0.000000000001")  # the stored cost's 12 places
 
@@ -39,6 +41,8 @@ LABELS = {
     "output_tokens": "Output",
     "output_reasoning_tokens": "Reasoning (output)",
     "requests": "Per request",
+    "gateway_cache": "Answered from the gateway's cache (not billed)",
+    "deployment_time": "Share of the deployment's busy time",
 }
 # Display order: what a reader follows from prompt to answer.
 ORDER = tuple(LABELS)
@@ -59,13 +63,17 @@ class Line:
     def per_request(self) -> bool:
         return self.kind == "requests"
 
+    @property
+    def priced_by_token(self) -> bool:
+        return self.kind not in ("gateway_cache", "deployment_time")
+
 
 @dataclass(frozen=True)
 class CostBreakdown:
     lines: tuple[Line, ...]
     # What today's prices give for this call (12 places); None when it cannot be priced.
     total: Decimal | None
-    source: str | None  # genai-prices, override, unbilled-error; None: unpriced
+    source: str | None  # genai-prices, override, unbilled-error, gateway_cache, self_hosted; None: unpriced
     version: str | None
     override: Override | None  # the tenant's override that priced it
     stored_cost: Decimal | None  # what the call holds (cost_usd)
@@ -83,6 +91,19 @@ class CostBreakdown:
 
 def explain_cost(call: LLMCall, overrides: list[Override]) -> CostBreakdown:
     """The cost of `call` by token kind, priced as the collector and the re-pricer price it."""
+    if call.price_source == SELF_HOSTED_SOURCE:
+        # Priced from its deployment's hours (costline.usage.selfhosted), not per token: one line.
+        stored = call.cost_usd or Decimal(0)
+        return CostBreakdown(
+            lines=(Line("deployment_time", 1, stored, stored),),
+            total=stored,
+            source=SELF_HOSTED_SOURCE,
+            version=call.price_version,
+            override=None,
+            stored_cost=call.cost_usd,
+            reasoning_tokens=call.reasoning_tokens,
+            unpriced_reason=None,
+        )
     usage = TokenUsage(
         call.input_tokens,
         call.output_tokens,
@@ -125,11 +146,17 @@ def explain_cost(call: LLMCall, overrides: list[Override]) -> CostBreakdown:
         assert catalogue is not None
         exact = _catalogue_lines(catalogue, usage)
     # Else UNBILLED_ERROR_SOURCE: a failed request without usage bills nothing, so no lines.
+    lines = _rounded(exact, total)
+    source = price.source
+    if call.price_source == GATEWAY_CACHE_SOURCE:
+        # What the upstream would have billed, then the cache hit that billed none of it: the saving.
+        lines = (*lines, Line("gateway_cache", 0, Decimal(0), -total))
+        total, source = Decimal(0).quantize(PLACES), GATEWAY_CACHE_SOURCE
 
     return CostBreakdown(
-        lines=_rounded(exact, total),
+        lines=lines,
         total=total,
-        source=price.source,
+        source=source,
         version=price.version,
         override=override,
         stored_cost=stored,

@@ -10,6 +10,7 @@ from typing import Any
 
 import openai
 import pytest
+from django.utils import timezone
 
 from costline.usage.models import LLMCall
 from tests.inference.gateway.fake_upstream import serving_asgi
@@ -133,3 +134,51 @@ def test_a_question_worded_differently_is_a_semantic_hit(semantic_gateway, gatew
     assert reworded.json()["choices"] == first.json()["choices"]
     assert unrelated.headers["x-costline-cache"] == "miss"
     assert other_params.headers["x-costline-cache"] == "miss"  # other parameters never share answers
+
+    # Each lookup's embedding is a call of the caller's too, priced like any other.
+    lookups = LLMCall.objects.filter(tenant=caller.org, operation="embeddings")
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and lookups.count() < 4:
+        time.sleep(0.2)
+    assert lookups.count() == 4
+    assert {(c.provider, c.model) for c in lookups} == {("vllm", "all-minilm-l6-v2")}
+    assert all(c.tags == ["semantic-cache-lookup"] and c.input_tokens for c in lookups)
+
+
+def test_a_self_hosted_call_through_the_gateway_is_stored_once(vllm_gateway, vllm_server, vllm_tenant):
+    """vLLM's own span of a gateway call is the child of the gateway's span (the gateway sends the W3C
+    `traceparent`), so in an organisation that gets both, the call is stored once: the gateway's span."""
+    import secrets
+
+    import httpx
+
+    from costline.tenancy.actions import issue_gateway_key
+    from tests.inference.gateway.conftest import committed
+
+    key = committed(lambda: issue_gateway_key(vllm_tenant.org, "same org as vLLM").plaintext)
+    since = timezone.now()
+    answer = httpx.post(
+        f"{vllm_gateway}/chat/completions",
+        json={"model": vllm_server.model, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4},
+        headers={"Authorization": f"Bearer {key}", "Cache-Control": "no-store"},
+        timeout=60,
+    )
+    assert answer.status_code == 200, answer.text
+    trace_id = answer.headers["x-costline-trace-id"]
+    # vLLM exports its spans in order: once a later request's span is stored, the call's is in too.
+    marker = secrets.token_hex(16)
+    httpx.post(
+        f"{vllm_server.base_url}/chat/completions",
+        headers={"traceparent": f"00-{marker}-{secrets.token_hex(8)}-01"},
+        json={"model": vllm_server.model, "messages": [{"role": "user", "content": "Bye"}], "max_tokens": 2},
+        timeout=60,
+    ).raise_for_status()
+    stored = LLMCall.objects.filter(tenant=vllm_tenant.org, start_time__gte=since).exclude(trace_id=marker)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not (
+        LLMCall.objects.filter(tenant=vllm_tenant.org, trace_id=marker).exists()
+        and stored.filter(emitter="costline.gateway").exists()
+    ):
+        time.sleep(0.2)
+
+    assert [(c.trace_id, c.emitter) for c in stored] == [(trace_id, "costline.gateway")]

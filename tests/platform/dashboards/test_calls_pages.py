@@ -71,7 +71,9 @@ def priced_call(org: Any, overrides: list[Any] | None = None, **fields: Any) -> 
 def breakdown_costs(html: str) -> dict[str, Decimal]:
     """Token kind → cost, as the page's #cost-breakdown shows them."""
     rows = table_rows(html, "cost-breakdown")
-    return {r.attrs["data-kind"]: Decimal(r.cells[3].lstrip("$")) for r in rows if "data-kind" in r.attrs}
+    return {
+        r.attrs["data-kind"]: Decimal(r.cells[3].replace("$", "")) for r in rows if "data-kind" in r.attrs
+    }
 
 
 def breakdown_total(html: str) -> Decimal:
@@ -509,6 +511,52 @@ def test_a_cost_priced_before_a_price_change_shows_both_and_why(sign_in: SignIn)
     assert "waiting to be applied" in changed
     assert breakdown_total(response.text) == call.cost_usd / 2
     assert "50% off the catalogue price" in response.text
+
+
+def test_a_gateway_cache_hit_shows_what_it_saved_and_a_zero_total(sign_in: SignIn) -> None:
+    member = sign_in()
+    full = priced_call(member.org, input_tokens=1000, output_tokens=100)  # $0.0025 + $0.001
+    hit = make_call(
+        member.org,
+        model=full.model,
+        cost_usd=Decimal(0),
+        cache_savings_usd=full.cost_usd,
+        price_source="gateway_cache",
+        price_version=full.price_version,
+        input_tokens=1000,
+        output_tokens=100,
+    )
+
+    response = member.client.get(member.url(f"calls/{hit.trace_id}/{hit.span_id}/"))
+
+    costs = breakdown_costs(response.text)
+    assert costs["input_tokens"] + costs["output_tokens"] == full.cost_usd
+    assert costs["gateway_cache"] == -full.cost_usd
+    assert breakdown_total(response.text) == 0
+    assert 'id="price-changed"' not in response.text
+    assert "the gateway answered from its cache" in response.text
+
+
+def test_a_self_hosted_call_shows_its_share_of_the_deployment(sign_in: SignIn) -> None:
+    member = sign_in()
+    call = make_call(
+        member.org,
+        provider="vllm",
+        model="smollm2-135m-instruct",
+        request_model="smollm2-135m-instruct",
+        response_model="smollm2-135m-instruct",
+        cost_usd=Decimal("0.000012345678"),
+        price_source="self_hosted",
+        price_version="deployment:1:0.08/h",
+    )
+
+    response = member.client.get(member.url(f"calls/{call.trace_id}/{call.span_id}/"))
+
+    assert breakdown_costs(response.text) == {"deployment_time": Decimal("0.000012345678")}
+    assert breakdown_total(response.text) == call.cost_usd
+    assert 'id="price-changed"' not in response.text
+    assert 'id="unpriced-reason"' not in response.text
+    assert f'href="/o/{member.org.slug}/settings/deployments/"' in response.text
 
 
 def test_an_unpriced_call_explains_why_and_links_to_price_overrides(sign_in: SignIn) -> None:
