@@ -756,7 +756,8 @@ def extract_call(span: SpanView) -> CallRecord | None:
                 emitter_cost = (prompt or Decimal(0)) + (completion or Decimal(0))
 
     streaming = _streaming(span, attrs, invocation)
-    ttft = _ttft_ms(span, attrs, invocation) if streaming else None
+    # A model server measures its first token whether or not the answer was streamed to the client.
+    ttft = _ttft_ms(span, attrs, invocation) if streaming or kind == "vllm" else None
     latency_s = _float(_first(attrs, ("gen_ai.client.operation.duration", "gen_ai.latency.e2e")))
     if latency_s is not None:
         latency_ms: float | None = latency_s * 1000.0
@@ -862,6 +863,8 @@ def normalise(decoded: DecodedExport, *, min_start_ns: int, max_start_ns: int) -
                 continue
             if call.server_side and not outer.server_side:
                 dropped.add(key)
+                if outer.ttft_ms is None:
+                    outer.ttft_ms = call.ttft_ms  # the server's first token: self-hosted prefill vs decode
             else:
                 dropped.add((call.trace_id, ancestor.span_id))
             break

@@ -221,3 +221,26 @@ def test_a_model_server_span_below_the_client_span_is_not_counted_again(
 
     (stored,) = calls_of(tenant)
     assert stored.span_id == client["spanId"]
+    assert stored.ttft_ms == 50.0  # the server's first token, which a non-streaming client never sees
+
+
+@pytest.mark.parametrize("server_first", [True, False])
+def test_a_client_span_without_a_first_token_takes_the_servers(
+    collector: RunningCollector, tenant: TenantKeys, server_first: bool
+) -> None:
+    trace = new_trace_id()
+    client = span(trace_id=trace, attrs=chat_attrs(provider="vllm", model="smollm2", response_model=None))
+    server = span(
+        trace_id=trace,
+        parent=client["spanId"],
+        name="llm_request",
+        kind=SERVER,
+        attrs={"gen_ai.usage.prompt_tokens": 10, "gen_ai.latency.time_to_first_token": 0.125},
+    )
+    exports = [export(server, service="vllm", scope="vllm.llm_engine"), export(client, service="gateway")]
+
+    for request in exports if server_first else exports[::-1]:
+        send(collector, tenant, request)
+
+    (stored,) = calls_of(tenant)
+    assert (stored.span_id, stored.ttft_ms) == (client["spanId"], 125.0)

@@ -418,6 +418,7 @@ def call_fields(call: LLMCall, zone: ZoneInfo) -> list[tuple[str, list[Field]]]:
             [
                 Field("cost_usd", "Cost", usd(call.cost_usd) if call.priced else "unpriced"),
                 Field("cache_savings_usd", "Saved by prompt caching", usd(call.cache_savings_usd)),
+                Field("prefill_cost_usd", "Of which prefill (self-hosted)", usd(call.prefill_cost_usd)),
                 Field("emitter_cost_usd", "Cost the emitter reported", usd(call.emitter_cost_usd)),
                 Field("price_source", "Price source", text(call.price_source)),
                 Field("price_version", "Price version", text(call.price_version)),

@@ -42,7 +42,8 @@ LABELS = {
     "output_reasoning_tokens": "Reasoning (output)",
     "requests": "Per request",
     "gateway_cache": "Answered from the gateway's cache (not billed)",
-    "deployment_time": "Share of the deployment's busy time",
+    "prefill_time": "Prefill: share of the deployment's time, arrival to first token",
+    "decode_time": "Decode: share of the deployment's time, first token to the end",
 }
 # Display order: what a reader follows from prompt to answer.
 ORDER = tuple(LABELS)
@@ -65,7 +66,7 @@ class Line:
 
     @property
     def priced_by_token(self) -> bool:
-        return self.kind not in ("gateway_cache", "deployment_time")
+        return self.kind not in ("gateway_cache", "prefill_time", "decode_time")
 
 
 @dataclass(frozen=True)
@@ -93,10 +94,14 @@ def explain_cost(call: LLMCall, overrides: list[Override]) -> CostBreakdown:
     """The cost of `call` by token kind, priced as the collector and the re-pricer price it."""
     if call.price_source == SELF_HOSTED_SOURCE:
         # Priced from its deployment's hours (costline.usage.selfhosted), not per token: one line.
-        stored = call.cost_usd or Decimal(0)
+        busy = call.cost_usd or Decimal(0)
+        prefill = min(call.prefill_cost_usd or Decimal(0), busy)
         return CostBreakdown(
-            lines=(Line("deployment_time", 1, stored, stored),),
-            total=stored,
+            lines=(
+                Line("prefill_time", 0, Decimal(0), prefill),
+                Line("decode_time", 0, Decimal(0), busy - prefill),
+            ),
+            total=busy,
             source=SELF_HOSTED_SOURCE,
             version=call.price_version,
             override=None,

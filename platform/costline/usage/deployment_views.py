@@ -30,17 +30,25 @@ def deployments(request: OrgRequest) -> HttpResponse:
         row["deployment_id"]: dict(row)
         for row in DeploymentMinute.objects.filter(tenant=request.organization, minute__gte=since)
         .values("deployment_id")
-        .annotate(busy=Sum("busy_usd"), idle=Sum("idle_usd"), seconds=Sum("busy_seconds"))
+        .annotate(
+            busy=Sum("busy_usd"),
+            prefill=Sum("prefill_usd"),
+            idle=Sum("idle_usd"),
+            seconds=Sum("busy_seconds"),
+        )
     }
     rows = []
     for d in Deployment.objects.filter(tenant=request.organization).order_by("name"):
         t = totals.get(d.id, {})
         busy, idle = t.get("busy") or Decimal(0), t.get("idle") or Decimal(0)
+        prefill = t.get("prefill") or Decimal(0)
         priced = busy + idle
         rows.append(
             {
                 "deployment": d,
                 "busy": busy.quantize(Decimal("0.01")),
+                "prefill": prefill.quantize(Decimal("0.01")),
+                "decode": (busy - prefill).quantize(Decimal("0.01")),
                 "idle": idle.quantize(Decimal("0.01")),
                 "utilisation": f"{busy / priced:.0%}" if priced else "–",
                 "hourly": format(d.hourly_usd.normalize(), "f"),

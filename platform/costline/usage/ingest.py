@@ -98,7 +98,7 @@ _COPY_CALLS = f"COPY usage_llmcall ({', '.join(CALL_COLUMNS)}) FROM STDIN"
 
 _STORED_COLUMNS = (
     "trace_id, span_id, parent_span_id, start_time, emitter, emitter_kind, feature, feature_source, "
-    "user_id, session_id, response_id, request_id"
+    "user_id, session_id, response_id, request_id, ttft_ms"
 )
 
 
@@ -457,7 +457,8 @@ _UPDATE_CONTEXT = (
     "feature = CASE WHEN feature_source IS NULL AND %(f)s::text IS NOT NULL THEN %(f)s ELSE feature END, "
     "feature_source = CASE WHEN feature_source IS NULL AND %(f)s::text IS NOT NULL "
     "THEN %(fs)s ELSE feature_source END, "
-    "user_id = COALESCE(user_id, %(u)s), session_id = COALESCE(session_id, %(s)s) "
+    "user_id = COALESCE(user_id, %(u)s), session_id = COALESCE(session_id, %(s)s), "
+    "ttft_ms = COALESCE(ttft_ms, %(ttft)s) "
     "WHERE tenant_id = %(t)s AND trace_id = %(trace)s AND span_id = %(span)s AND start_time = %(at)s"
 )
 
@@ -473,6 +474,7 @@ def _update_params(org: int, update: ContextUpdate) -> dict[str, Any]:
         "fs": update.feature_source,
         "u": update.user_id,
         "s": update.session_id,
+        "ttft": update.ttft_ms,
         "t": org,
         "trace": s.trace_id,
         "span": s.span_id,

@@ -82,6 +82,9 @@ class LLMCall(models.Model):
     cost_usd = models.DecimalField(null=True, blank=True, max_digits=20, decimal_places=12)  # NULL: unpriced
     # What prompt caching saved on this call (cache reads at the input rate, less their cost); NULL: unpriced.
     cache_savings_usd = models.DecimalField(null=True, blank=True, max_digits=20, decimal_places=12)
+    # Self-hosted calls: the part of cost_usd that fell in the call's prefill (arrival to first token);
+    # the rest is decode (costline.usage.selfhosted). NULL for every other call.
+    prefill_cost_usd = models.DecimalField(null=True, blank=True, max_digits=20, decimal_places=12)
     emitter_cost_usd = models.DecimalField(
         null=True, blank=True, max_digits=20, decimal_places=12
     )  # what the emitter claimed
@@ -270,6 +273,7 @@ class DeploymentMinute(models.Model):
     calls = models.IntegerField()
     busy_seconds = models.FloatField()  # the union of its calls' intervals within the minute
     busy_usd = models.DecimalField(max_digits=20, decimal_places=12)
+    prefill_usd = models.DecimalField(max_digits=20, decimal_places=12, default=0)  # of busy_usd
     idle_usd = models.DecimalField(max_digits=20, decimal_places=12)
 
     class Meta:

@@ -29,6 +29,7 @@ class StoredCall:
     session_id: str | None
     response_id: str | None
     request_id: str | None
+    ttft_ms: float | None = None
 
     @property
     def key(self) -> tuple[str, str]:
@@ -62,6 +63,9 @@ class ContextUpdate:
     feature_source: str | None
     user_id: str | None
     session_id: str | None
+    # The model server's time to first token, for a client span that has none (a non-streaming call):
+    # self-hosted pricing splits a call's busy time into prefill and decode by it.
+    ttft_ms: float | None = None
 
 
 @dataclass(slots=True)
@@ -108,6 +112,8 @@ def plan_nested(calls: list[CallRecord], stored: list[StoredCall]) -> Plan:
                 plan.delete.append(child)  # the model server's view gives way to the client's
                 deleted.add(child.key)
                 call.adopt_context(child.as_context())
+                if call.ttft_ms is None:
+                    call.ttft_ms = child.ttft_ms
             else:
                 # This span wraps a call already stored (a framework span around the SDK's span).
                 update = _update_from(child, call)
@@ -117,7 +123,10 @@ def plan_nested(calls: list[CallRecord], stored: list[StoredCall]) -> Plan:
         parent = by_key.get((call.trace_id, call.parent_span_id)) if call.parent_span_id else None
         if parent is not None and parent.key not in deleted:
             if call.server_side and not parent.server_side:
-                continue  # the client span of this call is already stored
+                # The client span of this call is already stored; it takes the server's first-token time.
+                if parent.ttft_ms is None and call.ttft_ms is not None:
+                    plan.updates.append(ContextUpdate(parent, None, None, None, None, call.ttft_ms))
+                continue
             plan.delete.append(parent)  # the stored span was a wrapper of this one
             deleted.add(parent.key)
             call.adopt_context(parent.as_context())

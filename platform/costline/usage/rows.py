@@ -127,7 +127,17 @@ class PreparedRows:
 
 
 def _attribution(call: CallRecord) -> tuple[Any, ...]:
-    return (call.feature, call.feature_source, call.user_id, call.session_id, call.tags, call.project_slug)
+    """What reconciliation may change on a prepared row (context from a wrapper or root, and a model
+    server's first-token time lent to its client span)."""
+    return (
+        call.feature,
+        call.feature_source,
+        call.user_id,
+        call.session_id,
+        call.tags,
+        call.project_slug,
+        call.ttft_ms,
+    )
 
 
 def _price(call: CallRecord, start: datetime, overrides: list[Override]) -> Price:

@@ -7,6 +7,11 @@ running in it, so with continuous batching 8 calls running together for a second
 each, and a call alone pays its seconds in full. Seconds with no call running are idle cost, kept per
 deployment and minute (DeploymentMinute) and never charged to a call.
 
+Each share is also split by the work the call was doing: prefill (from its arrival to its first token,
+the time to first token that vLLM measures and the gateway or vLLM's span reports) or decode (from the
+first token to the end). A call without a first-token time (an embedding, or a non-streaming call no
+server span told about) is all prefill if it produced no output tokens, else all decode.
+
 `price_settled(now)` (the Celery task `costline.usage.price_self_hosted`, every minute) re-prices the
 calls that started in the last WINDOW_MINUTES minutes older than SETTLE_SECONDS (their spans have
 arrived), from raw calls, so a run repeated, late or concurrent leaves the same costs; changed calls
@@ -53,7 +58,9 @@ class _Call:
     start: datetime
     start_s: float
     end_s: float
+    first_token_s: float  # where its prefill ends and its decode starts (start_s ≤ it ≤ end_s)
     cost: Decimal | None
+    prefill_cost: Decimal | None
     version: str | None
 
 
@@ -64,19 +71,25 @@ def _minute(moment: datetime) -> datetime:
 def _calls(deployment: Deployment, start: datetime, end: datetime) -> list[_Call]:
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT trace_id, span_id, start_time, latency_ms, model, cost_usd, price_version "
+            "SELECT trace_id, span_id, start_time, latency_ms, ttft_ms, output_tokens, model, cost_usd, "
+            "prefill_cost_usd, price_version "
             "FROM usage_llmcall WHERE tenant_id = %s AND provider = %s AND start_time >= %s "
             "AND start_time < %s",
             [deployment.tenant_id, deployment.provider, start, end],
         )
         rows = cursor.fetchall()
     calls = []
-    for trace_id, span_id, started, latency_ms, model, cost, version in rows:
+    for trace_id, span_id, started, latency_ms, ttft_ms, output, model, cost, prefill, version in rows:
         if not fnmatch.fnmatchcase(model or "", deployment.model_pattern):
             continue
         start_s = started.timestamp()
         seconds = min(max(float(latency_ms or 0.0) / 1000.0, 0.0), MAX_CALL_SECONDS)
-        calls.append(_Call(trace_id, span_id, started, start_s, start_s + seconds, cost, version))
+        if ttft_ms is not None:
+            first = min(max(float(ttft_ms) / 1000.0, 0.0), seconds)
+        else:
+            first = 0.0 if output else seconds
+        end_s, first_token_s = start_s + seconds, start_s + first
+        calls.append(_Call(trace_id, span_id, started, start_s, end_s, first_token_s, cost, prefill, version))
     return calls
 
 
@@ -95,7 +108,7 @@ def price_deployment(deployment: Deployment, start: datetime, end: datetime) -> 
     points = {low, high}
     points.update(low + 60 * i for i in range(int((high - low) // 60)))
     for c in calls:
-        points.update(p for p in (c.start_s, c.end_s) if low <= p <= high)
+        points.update(p for p in (c.start_s, c.first_token_s, c.end_s) if low <= p <= high)
     cuts = sorted(points)
     starting: dict[float, list[_Call]] = {}
     ending: dict[float, list[_Call]] = {}
@@ -104,7 +117,9 @@ def price_deployment(deployment: Deployment, start: datetime, end: datetime) -> 
             starting.setdefault(max(c.start_s, low), []).append(c)
             ending.setdefault(min(c.end_s, high), []).append(c)
     shares: dict[tuple[str, str], Decimal] = {}
+    prefill_shares: dict[tuple[str, str], Decimal] = {}
     busy_by_minute: dict[float, float] = {}
+    prefill_by_minute: dict[float, Decimal] = {}
     running: dict[tuple[str, str], _Call] = {}
     for a, b in pairwise(cuts):
         for c in ending.get(a, ()):
@@ -116,8 +131,11 @@ def price_deployment(deployment: Deployment, start: datetime, end: datetime) -> 
         minute_start = low + 60 * ((a - low) // 60)
         busy_by_minute[minute_start] = busy_by_minute.get(minute_start, 0.0) + (b - a)
         each = per_second * Decimal(str(round(b - a, 6))) / len(running)
-        for key in running:
+        for key, c in running.items():
             shares[key] = shares.get(key, Decimal(0)) + each
+            if a < c.first_token_s:  # pieces never straddle a first token: it is a cut
+                prefill_shares[key] = prefill_shares.get(key, Decimal(0)) + each
+                prefill_by_minute[minute_start] = prefill_by_minute.get(minute_start, Decimal(0)) + each
     minutes: list[DeploymentMinute] = []
     minute = start
     while minute < end:
@@ -131,6 +149,7 @@ def price_deployment(deployment: Deployment, start: datetime, end: datetime) -> 
                 calls=sum(1 for c in calls if c.start_s < m_low + 60 and c.end_s >= m_low),
                 busy_seconds=busy,
                 busy_usd=(per_second * Decimal(str(busy))).quantize(QUANTUM),
+                prefill_usd=prefill_by_minute.get(m_low, Decimal(0)).quantize(QUANTUM),
                 idle_usd=(per_second * Decimal(str(round(60 - busy, 6)))).quantize(QUANTUM),
             )
         )
@@ -140,16 +159,18 @@ def price_deployment(deployment: Deployment, start: datetime, end: datetime) -> 
         if not start <= call.start < end:
             continue
         run.calls_priced += 1
-        cost = shares.get((call.trace_id, call.span_id), Decimal(0)).quantize(QUANTUM)
-        if call.cost != cost or call.version != version:
-            changed.append((call.trace_id, call.span_id, call.start, cost))
+        key = (call.trace_id, call.span_id)
+        cost = shares.get(key, Decimal(0)).quantize(QUANTUM)
+        prefill = min(prefill_shares.get(key, Decimal(0)).quantize(QUANTUM), cost)
+        if call.cost != cost or call.prefill_cost != prefill or call.version != version:
+            changed.append((call.trace_id, call.span_id, call.start, cost, prefill))
     with transaction.atomic(), connection.cursor() as cursor:
         if changed:
             cursor.execute(
-                "UPDATE usage_llmcall AS c SET cost_usd = v.cost, cache_savings_usd = 0, "
-                "price_source = %s, price_version = %s "
-                "FROM unnest(%s::text[], %s::text[], %s::timestamptz[], %s::numeric[]) "
-                "AS v(trace_id, span_id, start_time, cost) "
+                "UPDATE usage_llmcall AS c SET cost_usd = v.cost, prefill_cost_usd = v.prefill, "
+                "cache_savings_usd = 0, price_source = %s, price_version = %s "
+                "FROM unnest(%s::text[], %s::text[], %s::timestamptz[], %s::numeric[], %s::numeric[]) "
+                "AS v(trace_id, span_id, start_time, cost, prefill) "
                 "WHERE c.tenant_id = %s AND c.trace_id = v.trace_id AND c.span_id = v.span_id "
                 "AND c.start_time = v.start_time",
                 [
@@ -159,6 +180,7 @@ def price_deployment(deployment: Deployment, start: datetime, end: datetime) -> 
                     [c[1] for c in changed],
                     [c[2] for c in changed],
                     [c[3] for c in changed],
+                    [c[4] for c in changed],
                     deployment.tenant_id,
                 ],
             )
@@ -167,7 +189,7 @@ def price_deployment(deployment: Deployment, start: datetime, end: datetime) -> 
             minutes,
             update_conflicts=True,
             unique_fields=["deployment", "minute"],
-            update_fields=["calls", "busy_seconds", "busy_usd", "idle_usd"],
+            update_fields=["calls", "busy_seconds", "busy_usd", "prefill_usd", "idle_usd"],
         )
     run.calls_changed = len(changed)
     run.minutes = len(minutes)

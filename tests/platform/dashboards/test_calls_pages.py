@@ -546,13 +546,17 @@ def test_a_self_hosted_call_shows_its_share_of_the_deployment(sign_in: SignIn) -
         request_model="smollm2-135m-instruct",
         response_model="smollm2-135m-instruct",
         cost_usd=Decimal("0.000012345678"),
+        prefill_cost_usd=Decimal("0.000002345678"),
         price_source="self_hosted",
         price_version="deployment:1:0.08/h",
     )
 
     response = member.client.get(member.url(f"calls/{call.trace_id}/{call.span_id}/"))
 
-    assert breakdown_costs(response.text) == {"deployment_time": Decimal("0.000012345678")}
+    assert breakdown_costs(response.text) == {
+        "prefill_time": Decimal("0.000002345678"),
+        "decode_time": Decimal("0.00001"),
+    }
     assert breakdown_total(response.text) == call.cost_usd
     assert 'id="price-changed"' not in response.text
     assert 'id="unpriced-reason"' not in response.text

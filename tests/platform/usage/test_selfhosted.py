@@ -54,6 +54,27 @@ def test_calls_running_together_share_the_time_they_occupied(deployment):
     assert stored.price_version == f"deployment:{deployment.id}:3.6/h"
 
 
+def test_each_share_is_split_into_prefill_and_decode_at_the_first_token(deployment):
+    org = deployment.tenant
+    # Together from 0 s to 10 s: a's first token at 4 s, b's at 6 s; an embedding (no output) is all prefill.
+    a = vllm_call(org, T0, 10, ttft_ms=4000, output_tokens=50)
+    b = vllm_call(org, T0, 10, ttft_ms=6000, output_tokens=50)
+    embedding = vllm_call(org, T0 + timedelta(seconds=20), 2, ttft_ms=None, output_tokens=0)
+
+    price_deployment(deployment, T0, T0 + timedelta(minutes=1))
+
+    stored = {c.trace_id: c for c in LLMCall.objects.filter(tenant=org)}
+    assert (stored[a.trace_id].cost_usd, stored[a.trace_id].prefill_cost_usd) == (
+        Decimal("0.005"),
+        Decimal("0.002"),  # 4 s shared by two at $0.001/s
+    )
+    assert stored[b.trace_id].prefill_cost_usd == Decimal("0.003")
+    only_prefill = stored[embedding.trace_id]
+    assert only_prefill.prefill_cost_usd == only_prefill.cost_usd == Decimal("0.002")
+    minute = DeploymentMinute.objects.get(deployment=deployment, minute=T0)
+    assert (minute.busy_usd, minute.prefill_usd) == (Decimal("0.012"), Decimal("0.007"))
+
+
 def test_a_call_across_a_minute_boundary_pays_both_parts(deployment):
     call = vllm_call(deployment.tenant, T0 + timedelta(seconds=50), 20)
 
