@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import secrets
 import time
+from datetime import timedelta
+from decimal import Decimal
 
 import httpx
 import pytest
 
-from costline.usage.models import LLMCall
+from costline.usage.models import Deployment, LLMCall
+from costline.usage.selfhosted import price_deployment
 from tests.conftest import TenantKeys
 from tests.inference.conftest import RunningVllm
 
@@ -48,3 +51,15 @@ def test_vllm_spans_are_stored_as_calls(vllm_server: RunningVllm, vllm_tenant: T
     assert (call.input_tokens, call.output_tokens) == (usage["prompt_tokens"], usage["completion_tokens"])
     assert call.latency_ms is not None
     assert call.latency_ms > 0
+
+    # Priced by the deployment that serves it: its share of the server's time, prefill and decode apart.
+    deployment = Deployment.objects.create(
+        tenant_id=vllm_tenant.id, name="test tier", model_pattern="smollm2-*", hourly_usd=Decimal("3.6")
+    )
+    minute = call.start_time.replace(second=0, microsecond=0)
+    price_deployment(deployment, minute, minute + timedelta(minutes=1))
+    call.refresh_from_db()
+    assert call.price_source == "self_hosted"
+    assert call.cost_usd is not None
+    assert call.prefill_cost_usd is not None
+    assert 0 < call.prefill_cost_usd < call.cost_usd
