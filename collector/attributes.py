@@ -19,6 +19,10 @@ WANTED_PREFIXES = (
     "traceloop.association.properties.",
     "langfuse.trace.metadata.",
     "costline.",
+    # Prompt content, read only to hash and fingerprint it (collector.fingerprint), never stored.
+    "llm.input_messages.",
+    "llm.tools.",
+    "gen_ai.prompt.",
 )
 
 WANTED_KEYS = frozenset(
@@ -95,7 +99,7 @@ WANTED_KEYS = frozenset(
         "ai.response.msToFirstChunk",
         "ai.stream.msToFirstChunk",
         "ai.telemetry.functionId",
-        # Langfuse (its observation input/output are content and stay out)
+        # Langfuse (its output is content and stays out; its input is hashed, see below)
         "langfuse.observation.type",
         "langfuse.observation.model.name",
         "langfuse.observation.usage_details",
@@ -110,6 +114,18 @@ WANTED_KEYS = frozenset(
         "langfuse.trace.name",
         "langfuse.trace.tags",
         "vllm.served_model_name",  # a resource attribute of Costline's vLLM tier (read there, kept here too)
+        # prompt content and the parameters that change an answer (hashed, never stored)
+        "gen_ai.input.messages",
+        "gen_ai.system_instructions",
+        "gen_ai.tool.definitions",
+        "gen_ai.request.temperature",
+        "gen_ai.request.top_p",
+        "gen_ai.request.max_tokens",
+        "gen_ai.request.seed",
+        "gen_ai.request.stop_sequences",
+        "ai.prompt.messages",
+        "ai.prompt.tools",
+        "langfuse.observation.input",
     }
 )
 

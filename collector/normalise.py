@@ -24,6 +24,7 @@ from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from collector.fingerprint import PromptEvidence, prompt_evidence
 from collector.otlp import SPAN_KIND_CLIENT, SPAN_KIND_SERVER, STATUS_CODE_ERROR, DecodedExport, SpanView
 from collector.records import Batch, CallRecord, RootRecord
 
@@ -598,6 +599,135 @@ def root_feature(span: SpanView) -> str | None:
     return value[:300] if value else None
 
 
+# --- prompt evidence -----------------------------------------------------------------------------------
+
+_CONTENT_EVENTS = ("gen_ai.client.inference.operation.details",)
+_LEGACY_MESSAGE_EVENTS = {
+    "gen_ai.system.message": "system",
+    "gen_ai.user.message": "user",
+    "gen_ai.assistant.message": "assistant",
+    "gen_ai.tool.message": "tool",
+}
+_PARAMETER_ATTRIBUTES = (
+    ("gen_ai.request.temperature", "temperature"),
+    ("gen_ai.request.top_p", "top_p"),
+    ("gen_ai.request.max_tokens", "max_tokens"),
+    ("gen_ai.request.seed", "seed"),
+    ("gen_ai.request.stop_sequences", "stop"),
+)
+
+
+def _flattened(attrs: dict[str, Any], prefix: str, role_key: str, content_key: str) -> list[dict[str, Any]]:
+    """Messages flattened as `<prefix><i>.<role_key>` / `<prefix><i>.<content_key>` (OpenInference,
+    OpenLLMetry's legacy `gen_ai.prompt.<i>.*`)."""
+    messages = []
+    for i in range(1000):
+        role = attrs.get(f"{prefix}{i}.{role_key}")
+        content = attrs.get(f"{prefix}{i}.{content_key}")
+        if role is None and content is None:
+            break
+        messages.append({"role": role or "user", "content": content})
+    return messages
+
+
+def _messages_of(span: SpanView, attrs: dict[str, Any]) -> tuple[list[Any], str | None, Any] | None:
+    """(messages, system instructions, tools) from whichever content the emitter recorded."""
+    system_attr = _json(attrs.get("gen_ai.system_instructions"))
+    tools = _json(attrs.get("gen_ai.tool.definitions"))
+    system = canonical_system(system_attr)
+    messages = _json(attrs.get("gen_ai.input.messages"))
+    if isinstance(messages, list):
+        return messages, system, tools
+    for event in span.events:  # GenAI v1.37+: the same attributes on one event
+        if event.name in _CONTENT_EVENTS:
+            found = _json(event.attrs.get("gen_ai.input.messages"))
+            if isinstance(found, list):
+                return (
+                    found,
+                    canonical_system(_json(event.attrs.get("gen_ai.system_instructions"))),
+                    _json(event.attrs.get("gen_ai.tool.definitions")),
+                )
+    legacy = [
+        {"role": _LEGACY_MESSAGE_EVENTS[e.name], "content": e.attrs.get("content")}
+        for e in span.events
+        if e.name in _LEGACY_MESSAGE_EVENTS
+    ]
+    if legacy:
+        return legacy, None, None
+    if "llm.input_messages.0.message.role" in attrs or "llm.input_messages.0.message.content" in attrs:
+        oi_tools = [_json(attrs.get(f"llm.tools.{i}.tool.json_schema")) for i in range(100)]
+        oi_tools = [t for t in oi_tools if t is not None]
+        return (
+            _flattened(attrs, "llm.input_messages.", "message.role", "message.content"),
+            None,
+            oi_tools or None,
+        )
+    if "gen_ai.prompt.0.content" in attrs:
+        return _flattened(attrs, "gen_ai.prompt.", "role", "content"), None, None
+    ai_messages = _json(attrs.get("ai.prompt.messages"))
+    if isinstance(ai_messages, list):
+        return ai_messages, None, _json(attrs.get("ai.prompt.tools"))
+    langfuse = _json(attrs.get("langfuse.observation.input"))
+    if isinstance(langfuse, dict) and isinstance(langfuse.get("messages"), list):
+        return langfuse["messages"], None, langfuse.get("tools")
+    if isinstance(langfuse, list) and all(isinstance(m, dict) for m in langfuse):
+        return langfuse, None, None
+    return None
+
+
+def canonical_system(value: Any) -> str | None:
+    if isinstance(value, str):
+        return value or None
+    if isinstance(value, list):
+        text = "\n".join(str(p.get("content", "")) if isinstance(p, dict) else str(p) for p in value)
+        return text or None
+    return None
+
+
+def _prompt_evidence(
+    span: SpanView, attrs: dict[str, Any], invocation: Any, input_tokens: int | None
+) -> PromptEvidence | None:
+    """The gateway's own evidence when it put it on the span, else computed from the span's content."""
+    given = attrs.get("costline.prompt.hash")
+    if given is not None:
+        prompt_hash = _signed64(given)
+        if prompt_hash is not None:
+            return PromptEvidence(
+                prompt_hash=prompt_hash,
+                prefix_hash=_signed64(attrs.get("costline.prompt.prefix_hash")),
+                prompt_tokens=_int(attrs.get("costline.prompt.tokens")) or 0,
+                prefix_tokens=_int(attrs.get("costline.prompt.prefix_tokens")) or 0,
+                simhash=_signed64(attrs.get("costline.prompt.simhash")) or 0,
+            )
+    found = _messages_of(span, attrs)
+    if found is None:
+        return None
+    messages, system, tools = found
+    parameters: dict[str, Any] = dict(invocation) if isinstance(invocation, dict) else {}
+    for key, name in _PARAMETER_ATTRIBUTES:
+        value = attrs.get(key)
+        if value is not None:
+            parameters.setdefault(name, value)
+    try:
+        return prompt_evidence(
+            messages, tools=tools, system=system, parameters=parameters, input_tokens=input_tokens
+        )
+    except (TypeError, ValueError):
+        return None  # content of a shape no emitter documents: no evidence rather than a lost call
+
+
+def _signed64(value: Any) -> int | None:
+    number = value if isinstance(value, int) and not isinstance(value, bool) else None
+    if number is None and isinstance(value, str):
+        try:
+            number = int(value)
+        except ValueError:
+            return None
+    if number is None or not -(2**63) <= number < 2**64:
+        return None
+    return number - 2**64 if number >= 2**63 else number
+
+
 @dataclass(frozen=True, slots=True)
 class _ResourceFields:
     service: str
@@ -772,6 +902,7 @@ def extract_call(span: SpanView) -> CallRecord | None:
 
     error_type = _error_type(span, attrs)
     res = _resource_fields(span.resource)
+    evidence = _prompt_evidence(span, attrs, invocation, input_tokens) if operation != "embeddings" else None
     explicit_feature = _str(attrs.get("costline.feature")) or res.feature
     return CallRecord(
         trace_id=span.trace_id,
@@ -814,6 +945,11 @@ def extract_call(span: SpanView) -> CallRecord | None:
         emitter_kind=kind,
         server_side=kind == "vllm",
         gateway_cache_hit=attrs.get("costline.cache.hit") in ("exact", "semantic"),
+        prompt_hash=evidence.prompt_hash if evidence else None,
+        prefix_hash=evidence.prefix_hash if evidence else None,
+        prompt_tokens=evidence.prompt_tokens if evidence else None,
+        prefix_tokens=evidence.prefix_tokens if evidence else None,
+        prompt_simhash=evidence.simhash if evidence else None,
     )
 
 

@@ -67,6 +67,13 @@ class CallRecord:
     # Answered from the gateway's response cache (`costline.cache.hit` exact or semantic): its tokens are
     # what the call would have spent, priced as savings, never as cost.
     gateway_cache_hit: bool
+    # Prompt evidence (collector.fingerprint), None when the span carried no content: hashes and a
+    # fingerprint, never the text.
+    prompt_hash: int | None
+    prefix_hash: int | None
+    prompt_tokens: int | None
+    prefix_tokens: int | None
+    prompt_simhash: int | None
 
     def __init__(
         self,
@@ -106,6 +113,11 @@ class CallRecord:
         emitter_kind: str = "semconv",
         server_side: bool = False,
         gateway_cache_hit: bool = False,
+        prompt_hash: int | None = None,
+        prefix_hash: int | None = None,
+        prompt_tokens: int | None = None,
+        prefix_tokens: int | None = None,
+        prompt_simhash: int | None = None,
     ) -> None:
         self.trace_id = trace_id
         self.span_id = span_id
@@ -142,6 +154,11 @@ class CallRecord:
         self.emitter_kind = emitter_kind
         self.server_side = server_side
         self.gateway_cache_hit = gateway_cache_hit
+        self.prompt_hash = prompt_hash
+        self.prefix_hash = prefix_hash
+        self.prompt_tokens = prompt_tokens
+        self.prefix_tokens = prefix_tokens
+        self.prompt_simhash = prompt_simhash
 
     @property
     def rank(self) -> int:

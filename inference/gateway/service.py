@@ -31,6 +31,7 @@ import numpy as np
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from collector import fingerprint
 from costline.budgets.reservations import Reservation, ReservationError
 from inference.gateway import cache as response_cache
 from inference.gateway import semantic
@@ -546,6 +547,12 @@ class Gateway:
         }
         if outcome is not None and outcome.finish_reason:
             attributes["gen_ai.response.finish_reasons"] = [outcome.finish_reason]
+        if c.operation != "embeddings":
+            # The advisor's evidence (repeats, shared prefixes, near-duplicates): hashes, never text,
+            # computed by the function the collector uses for spans that carry content.
+            evidence = fingerprint.from_openai_request(c.body, attributes["gen_ai.usage.input_tokens"])
+            if evidence is not None:
+                attributes.update(evidence.span_attributes())
         verb = {"chat": "chat", "text_completion": "text_completion", "embeddings": "embeddings"}[c.operation]
         self.telemetry.span(
             name=f"{verb} {chosen.model}",

@@ -13,6 +13,8 @@ collector prices it like any other call) and Costline's own:
 | `costline.upstream` | the upstream/model that answered |
 | `costline.gateway_key` | the key's display prefix (never the key) |
 | `costline.downgraded_from` | the model asked for, when a budget downgraded the call |
+| `costline.prompt.hash`, `.prefix_hash`, `.simhash` | evidence for the advisor (`collector.fingerprint`) |
+| `costline.prompt.tokens`, `.prefix_tokens` | the prompt's and its prefix's token lengths (no text is sent) |
 """
 
 from __future__ import annotations

@@ -104,6 +104,9 @@ BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
     "costline.notifications.deliver_due": every(15, "costline.notifications.deliver_due"),
     # Budgets: state within seconds of ingestion (a run that finds nothing new is two small queries).
     "costline.budgets.evaluate": every(2, "costline.budgets.evaluate"),
+    # Advisor: findings from the last 30 days, and realised savings of applied ones (costline.advisor).
+    "costline.advisor.generate": every(24 * 60 * 60, "costline.advisor.generate"),
+    "costline.advisor.measure": every(24 * 60 * 60, "costline.advisor.measure"),
 }
 
 app = Celery("costline")
@@ -133,8 +136,9 @@ app.conf.update(
 app.autodiscover_tasks()  # each installed app's tasks.py
 
 # Tasks beat sends once when it starts, not only a period later: hourly upkeep (partitions ahead,
-# retention) must not wait an hour after a deployment.
-RUN_AT_BEAT_START = ("costline.usage.maintain_partitions",)
+# retention) must not wait an hour after a deployment, nor the first recommendations (the demo's
+# included: `make run` fills its traffic before beat starts) a day.
+RUN_AT_BEAT_START = ("costline.usage.maintain_partitions", "costline.advisor.generate")
 
 
 @beat_init.connect

@@ -139,6 +139,7 @@ INSTALLED_APPS = [
     "costline.alerts",
     "costline.budgets",
     "costline.dashboards",
+    "costline.advisor",
 ]
 
 MIDDLEWARE = [
@@ -369,3 +370,10 @@ GATEWAY_SEMANTIC_CACHE = env_bool("COSTLINE_GATEWAY_SEMANTIC_CACHE", False)
 GATEWAY_SEMANTIC_THRESHOLD = env_float("COSTLINE_GATEWAY_SEMANTIC_THRESHOLD", 0.95)
 GATEWAY_SEMANTIC_MODEL = env_str("COSTLINE_GATEWAY_SEMANTIC_MODEL", "all-minilm-l6-v2")
 GATEWAY_MAX_BODY_BYTES = env_int("COSTLINE_GATEWAY_MAX_BODY_BYTES", 8 * 1024 * 1024, minimum=1024)
+
+# --- advisor: self-hosting break-even ----------------------------------------------------------------
+# What one GPU of the vLLM tier costs an hour, and the output tokens/s it sustains at full batch for
+# the model family you would serve (measure yours with bench/vllm_tier.py on that GPU; the README's
+# figures are for the CPU build). The advisor compares them with the API spend they would replace.
+ADVISOR_GPU_HOUR_USD = env_str("COSTLINE_ADVISOR_GPU_HOUR_USD", "2.50")
+ADVISOR_GPU_TOKENS_PER_S = env_float("COSTLINE_ADVISOR_GPU_TOKENS_PER_S", 2000.0)

@@ -1,4 +1,4 @@
-"""The decoder keeps every attribute the normaliser reads (and drops message content)."""
+"""The decoder keeps every attribute the normaliser reads (and drops output content)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,9 @@ NORMALISE = Path(__file__).resolve().parents[2] / "collector" / "normalise.py"
 # Dotted names in the normaliser that are values, not attribute keys (hosts, scopes, suffixes).
 NOT_ATTRIBUTES = re.compile(
     r"(\.com|\.ai|googleapis|openai\.azure|api\.|^com\.|\.sdk$|^\.|^ai\.stream\.firstChunk$|"
-    r"^(aws|az|azure|gcp|ibm)\.|^exception\.type$)"
+    r"^(aws|az|azure|gcp|ibm)\.|^exception\.type$|"
+    # event names (content events) and the suffixes of flattened message attributes
+    r"^gen_ai\.(system|user|assistant|tool)\.message$|^gen_ai\.client\.inference\.operation\.details$|^message\.)"
 )
 
 
@@ -27,11 +29,8 @@ def test_every_attribute_the_normaliser_reads_survives_decoding() -> None:
     assert missing == []
 
 
-def test_message_content_is_not_kept() -> None:
-    for key in (
-        "gen_ai.input.messages",
-        "gen_ai.output.messages",
-        "langfuse.observation.input",
-        "input.value",
-    ):
+def test_output_content_is_not_kept() -> None:
+    # Input messages are kept so the normaliser can hash them (prompt evidence for the advisor); what
+    # the model answered is never read.
+    for key in ("gen_ai.output.messages", "langfuse.observation.output", "output.value", "input.value"):
         assert not wanted(key)

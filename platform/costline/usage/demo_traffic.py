@@ -26,6 +26,8 @@ from zoneinfo import ZoneInfo
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 from opentelemetry.proto.common.v1 import common_pb2
 
+from collector.fingerprint import prompt_evidence
+
 NS = 1_000_000_000
 HOUR = timedelta(hours=1)
 
@@ -155,6 +157,36 @@ EMPLOYEES = (
     "kofi.mensah",
     "lena.fischer",
 )
+
+
+# The advisor's evidence, as the gateway sends it (hashes of prompts, never text): each kind of request has
+# a long system prompt of its own (a shared prefix), and a share of its questions come from a small pool of
+# common ones (exact repeats), a few of them reworded (near-duplicates). Drawn from a generator of their
+# own, so the rest of the demo draws the same numbers as without them.
+REPEATED_QUESTIONS = {"/v1/search": 0.4, "/v1/answer": 0.3, "POST /api/chat": 0.25}
+DEFAULT_REPEATED = 0.1
+
+
+def _prompt_attributes(
+    family: str, start_ns: int, input_tokens: int, temperature: float | None, max_tokens: int | None
+) -> dict[str, Any]:
+    rng = seeded("prompt", family, start_ns)
+    system = f"You are Acme's assistant for {family}. " + "Answer from the knowledge base, cite it. " * 80
+    share = REPEATED_QUESTIONS.get(family, DEFAULT_REPEATED)
+    draw = rng.random()
+    common = min(int(rng.paretovariate(1.1)), 40)
+    if draw < share:
+        question = f"How do I do common task number {common} with {family}?"
+    elif draw < share * 1.2:
+        question = f"how do i do common task number {common} with {family}, please"
+    else:
+        question = f"Question {rng.getrandbits(64):016x} about {family}: details {rng.getrandbits(64):x}"
+    evidence = prompt_evidence(
+        [{"role": "system", "content": system}, {"role": "user", "content": question}],
+        parameters={"temperature": temperature, "max_tokens": max_tokens},
+        input_tokens=input_tokens,
+    )
+    return evidence.span_attributes() if evidence is not None else {}
 
 
 def seeded(*parts: object) -> random.Random:
@@ -381,6 +413,9 @@ class Request:
             attrs["gen_ai.request.stream"] = True
         if feature is not None:
             attrs["costline.feature"] = feature
+        if not embeddings:
+            family = feature or str(self.root.attrs.get("http.route") or self.root.name)
+            attrs.update(_prompt_attributes(family, start, input_tokens, temperature, max_tokens))
         status_code, status_message = 0, ""
         if error is not None:
             exception, status_message = ERRORS[error]

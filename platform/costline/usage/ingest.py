@@ -93,6 +93,11 @@ CALL_COLUMNS = (
     "request_id",
     "emitter",
     "emitter_kind",
+    "prompt_hash",
+    "prefix_hash",
+    "prompt_tokens",
+    "prefix_tokens",
+    "prompt_simhash",
 )
 _COPY_CALLS = f"COPY usage_llmcall ({', '.join(CALL_COLUMNS)}) FROM STDIN"
 

@@ -105,6 +105,14 @@ class LLMCall(models.Model):
     )  # instrumentation scope
     emitter_kind = models.CharField(max_length=16, blank=True, default="")  # convention family
 
+    # Prompt evidence for the advisor (collector.fingerprint), NULL when the span carried no content.
+    # 64-bit BLAKE2b hashes and a SimHash, never the prompt's text.
+    prompt_hash = models.BigIntegerField(null=True, blank=True)  # messages, tools, answer parameters
+    prefix_hash = models.BigIntegerField(null=True, blank=True)  # tools and leading system messages
+    prompt_tokens = models.IntegerField(null=True, blank=True)
+    prefix_tokens = models.IntegerField(null=True, blank=True)
+    prompt_simhash = models.BigIntegerField(null=True, blank=True)
+
     class Meta:
         indexes = [
             models.Index(fields=["tenant", "-start_time"], name="llmcall_tenant_time"),

@@ -220,5 +220,10 @@ def _copy_line(org: str, call: CallRecord, price: Price, project_id: int | None,
             _text(call.request_id),
             _text(call.emitter),
             call.emitter_kind,
+            _num(call.prompt_hash),
+            _num(call.prefix_hash),
+            _num(call.prompt_tokens),
+            _num(call.prefix_tokens),
+            _num(call.prompt_simhash),
         )
     )

@@ -62,3 +62,29 @@ def test_a_failed_call_is_stored_as_an_error(gateway, live_key):
     (call,) = stored_calls(caller.org, 1)
     assert call.status == "error"
     assert call.cost_usd == Decimal(0)  # providers bill nothing for a failed request
+
+
+def test_a_gateway_call_carries_its_prompt_evidence_not_its_text(gateway, live_key):
+    from collector.fingerprint import from_openai_request
+
+    caller = live_key()
+    system = "You are the billing assistant of Acme; answer in one sentence."
+    body = {
+        "model": "gpt-4o-mini",
+        "messages": [
+            {"role": "system", "content": system},
+            {"role": "user", "content": "why was I charged twice"},
+        ],
+    }
+
+    gateway.post("/chat/completions", caller.key, body)
+    gateway.server.app.gateway.telemetry.provider.force_flush()
+
+    (call,) = stored_calls(caller.org, 1)
+    expected = from_openai_request(body, call.input_tokens)
+    assert (call.prompt_hash, call.prefix_hash, call.prompt_simhash) == (
+        expected.prompt_hash,
+        expected.prefix_hash,
+        expected.simhash,
+    )
+    assert (call.prompt_tokens, call.prefix_tokens) == (call.input_tokens, expected.prefix_tokens)

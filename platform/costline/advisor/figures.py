@@ -1,0 +1,50 @@
+"""The advisor's chart: daily baseline cost against the replayed cost, in Plotly's JSON form (drawn by
+static/costline/charts.js, like the budgets' and dashboards' figures)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from costline.advisor.findings import ReplayResult
+from costline.budgets.figures import FONT, GRID
+
+BASELINE, REPLAYED = "#636efa", "#00cc96"
+
+
+def replay_figure(result: ReplayResult) -> dict[str, Any]:
+    days = [d.day.isoformat() for d in result.days]
+    # A chart is a picture: the one place money becomes a float. The page's numbers stay Decimal.
+    traces = [
+        {
+            "type": "scatter",
+            "mode": "lines+markers",
+            "name": "Actual cost",
+            "x": days,
+            "y": [float(d.baseline_usd) for d in result.days],
+            "line": {"color": BASELINE},
+        },
+        {
+            "type": "scatter",
+            "mode": "lines+markers",
+            "name": "Replayed under the policy",
+            "x": days,
+            "y": [float(d.replayed_usd) for d in result.days],
+            "line": {"color": REPLAYED, "dash": "dash"},
+        },
+    ]
+    layout = {
+        "font": {"family": FONT, "size": 12},
+        "margin": {"l": 60, "r": 20, "t": 10, "b": 40},
+        "height": 320,
+        "plot_bgcolor": "white",
+        "paper_bgcolor": "white",
+        "legend": {"orientation": "h", "y": -0.2},
+        "xaxis": {"type": "date", "gridcolor": GRID},
+        "yaxis": {
+            "title": {"text": "Cost per day (USD)"},
+            "rangemode": "tozero",
+            "tickprefix": "$",
+            "gridcolor": GRID,
+        },
+    }
+    return {"data": traces, "layout": layout}
