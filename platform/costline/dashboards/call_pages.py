@@ -441,6 +441,16 @@ def call_fields(call: LLMCall, zone: ZoneInfo) -> list[tuple[str, list[Field]]]:
             ],
         ),
         (
+            "Prompt evidence (for the advisor: hashes, never the text)",
+            [
+                Field("prompt_hash", "Prompt hash", _hex64(call.prompt_hash)),
+                Field("prefix_hash", "Prefix hash (tools and system prompt)", _hex64(call.prefix_hash)),
+                Field("prompt_tokens", "Prompt tokens", text(call.prompt_tokens)),
+                Field("prefix_tokens", "Prefix tokens", text(call.prefix_tokens)),
+                Field("prompt_simhash", "SimHash (near-duplicates)", _hex64(call.prompt_simhash)),
+            ],
+        ),
+        (
             "Emitter",
             [
                 Field("emitter", "Instrumentation scope", text(call.emitter)),
@@ -458,6 +468,11 @@ def exact_usd(value: Decimal) -> str:
     whole, _, decimals = text.partition(".")
     sign = "-" if whole.startswith("-") else ""
     return f"{sign}${whole.lstrip('-')}.{decimals.ljust(2, '0')}"
+
+
+def _hex64(value: int | None) -> str:
+    """A stored signed 64-bit hash as the 16 hex digits it is (the sign is only PostgreSQL's bigint)."""
+    return "–" if value is None else f"{value & (2**64 - 1):016x}"
 
 
 def _breakdown_context(organization_id: int, call: LLMCall, breakdown: CostBreakdown) -> dict[str, Any]:
