@@ -107,6 +107,8 @@ BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
     # Advisor: findings from the last 30 days, and realised savings of applied ones (costline.advisor).
     "costline.advisor.generate": every(24 * 60 * 60, "costline.advisor.generate"),
     "costline.advisor.measure": every(24 * 60 * 60, "costline.advisor.measure"),
+    # Anomaly and threshold alert rules over the last complete hours (costline.alerts.monitoring).
+    "costline.alerts.detect": every(60 * 60, "costline.alerts.detect"),
 }
 
 app = Celery("costline")

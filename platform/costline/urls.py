@@ -16,6 +16,7 @@ urlpatterns = [
     path("api/v1/redoc/", SpectacularRedocView.as_view(url_name="schema"), name="api-redoc"),
     path("api/v1/", include("costline.usage.urls")),
     path("api/v1/", include("costline.budgets.urls")),
+    path("api/v1/", include("costline.alerts.api_urls")),
     path("api/v1/", include("costline.advisor.urls")),
     path("", home, name="home"),
     path("accounts/", include("costline.tenancy.account_urls")),
@@ -33,6 +34,7 @@ urlpatterns = [
         ),
     ),
     path("o/<slug:org>/budgets/", include("costline.budgets.page_urls")),
+    path("o/<slug:org>/alerts/", include("costline.alerts.page_urls")),
     path("o/<slug:org>/advisor/", include("costline.advisor.page_urls")),
     path("o/<slug:org>/", include("costline.dashboards.urls")),
 ]

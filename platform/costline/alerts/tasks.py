@@ -8,8 +8,12 @@ queued twice is sent once.
 
 from __future__ import annotations
 
+import logging
+
 from costline.alerts.delivery import attempt, due
 from costline.celery import costline_task
+
+log = logging.getLogger(__name__)
 
 
 @costline_task("costline.notifications.deliver")
@@ -25,3 +29,25 @@ def deliver_due() -> int:
     for delivery_id in ids:
         deliver.delay(delivery_id)
     return len(ids)
+
+
+@costline_task("costline.alerts.detect")
+def detect() -> dict[str, int]:
+    """Run every enabled alert rule over the last complete hours, tenant by tenant. Idempotent: a
+    rerun updates the same incidents (natural key: rule, start) and notifies nobody twice."""
+    from costline.alerts.models import AlertRule
+    from costline.alerts.monitoring import detect as detect_tenant
+
+    totals = {"tenants": 0, "rules": 0, "incidents": 0, "notified": 0, "failed": 0}
+    tenant_ids = AlertRule.objects.filter(enabled=True).values_list("organization_id", flat=True).distinct()
+    for tenant_id in sorted(set(tenant_ids)):
+        try:
+            counts = detect_tenant(tenant_id)
+        except Exception:  # one tenant's failure (a bad rule) must not stop the others' alerts
+            log.exception("alerts: detection failed for tenant %s", tenant_id)
+            totals["failed"] += 1
+            continue
+        totals["tenants"] += 1
+        for name, value in counts.items():
+            totals[name] += value
+    return totals

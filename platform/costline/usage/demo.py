@@ -35,6 +35,7 @@ from django.utils.text import slugify
 from collector.otlp import PROTOBUF, decode
 from collector.pipeline import Pipeline, cpu_bound
 from collector.sink import TenantRef
+from costline.alerts.models import AlertRule, RuleKind
 from costline.tenancy.actions import create_organization, issue_ingest_key
 from costline.tenancy.models import IngestKey, Membership, Organization, Project, Role, User
 from costline.usage.demo_traffic import HOUR, SELF_HOSTED_MODEL, Export, floor_hour, hours_export
@@ -115,6 +116,9 @@ def ensure_demo_organization(name: str = DEMO_NAME, *, only_demo: bool = False) 
     return org
 
 
+DEMO_ALERT_RULE = "Unusual spend"
+
+
 def ensure_demo_settings(org: Organization, *, since: datetime) -> None:
     """Projects by service, and the self-hosted model's price from `since` on (created once)."""
     with transaction.atomic():
@@ -143,6 +147,12 @@ def ensure_demo_settings(org: Organization, *, since: datetime) -> None:
                 note=SELF_HOSTED_NOTE,
                 **SELF_HOSTED_PRICE,
             )
+        # A default anomaly rule on spend, so the Alerts page has something to watch (created once).
+        AlertRule.objects.get_or_create(
+            organization=org,
+            name=DEMO_ALERT_RULE,
+            defaults={"kind": RuleKind.ANOMALY, "metric": "cost_usd", "min_impact_usd": Decimal("1")},
+        )
 
 
 def ensure_demo_user(
