@@ -138,9 +138,13 @@ app.conf.update(
 app.autodiscover_tasks()  # each installed app's tasks.py
 
 # Tasks beat sends once when it starts, not only a period later: hourly upkeep (partitions ahead,
-# retention) must not wait an hour after a deployment, nor the first recommendations (the demo's
-# included: `make run` fills its traffic before beat starts) a day.
-RUN_AT_BEAT_START = ("costline.usage.maintain_partitions", "costline.advisor.generate")
+# retention) must not wait an hour after a deployment, nor the first recommendations a day, nor the
+# first incidents an hour (the demo's included: `make run` fills its traffic before beat starts).
+RUN_AT_BEAT_START = (
+    "costline.usage.maintain_partitions",
+    "costline.advisor.generate",
+    "costline.alerts.detect",
+)
 
 
 @beat_init.connect
