@@ -238,34 +238,24 @@ def _popcount(x: np.ndarray) -> np.ndarray:
     return ((x * np.uint64(0x0101010101010101)) >> np.uint64(56)).astype(np.int64)
 
 
-def _seen_before(keys: list[np.ndarray], t: np.ndarray, eligible: np.ndarray, window: int) -> np.ndarray:
-    """For each call: whether an eligible call with the same keys came at most `window` s before it."""
-    out = np.zeros(len(t), dtype=bool)
+def _repeats(
+    keys: list[np.ndarray], t: np.ndarray, eligible: np.ndarray, window: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """For each call: whether an eligible call with the same keys came at most `window` s before it, and
+    whether one comes at most `window` s after it (one sort answers both)."""
+    before = np.zeros(len(t), dtype=bool)
+    after = np.zeros(len(t), dtype=bool)
     idx = np.flatnonzero(eligible)
     if len(idx) < 2:
-        return out
+        return before, after
     order = idx[np.lexsort([t[idx], *[k[idx] for k in reversed(keys)]])]
     same = np.ones(len(order) - 1, dtype=bool)
     for k in keys:
         same &= k[order[1:]] == k[order[:-1]]
-    close = (t[order[1:]] - t[order[:-1]]) <= window
-    out[order[1:][same & close]] = True
-    return out
-
-
-def _seen_after(keys: list[np.ndarray], t: np.ndarray, eligible: np.ndarray, window: int) -> np.ndarray:
-    """For each call: whether an eligible call with the same keys comes at most `window` s after it."""
-    out = np.zeros(len(t), dtype=bool)
-    idx = np.flatnonzero(eligible)
-    if len(idx) < 2:
-        return out
-    order = idx[np.lexsort([t[idx], *[k[idx] for k in reversed(keys)]])]
-    same = np.ones(len(order) - 1, dtype=bool)
-    for k in keys:
-        same &= k[order[1:]] == k[order[:-1]]
-    close = (t[order[1:]] - t[order[:-1]]) <= window
-    out[order[:-1][same & close]] = True
-    return out
+    close = same & ((t[order[1:]] - t[order[:-1]]) <= window)
+    before[order[1:][close]] = True
+    after[order[:-1][close]] = True
+    return before, after
 
 
 def _near_before(
@@ -353,13 +343,13 @@ def replay_calls(calls: Calls, policy: Policy) -> Replayed:
 
     free = np.zeros(m, dtype=bool)
     if policy.response_cache_window_s:
-        free |= _seen_before([model, c["ph"][scope]], t, has_ph & ~failed, policy.response_cache_window_s)
+        free |= _repeats([model, c["ph"][scope]], t, has_ph & ~failed, policy.response_cache_window_s)[0]
     if policy.semantic_cache_threshold is not None:
         window = policy.response_cache_window_s or DEFAULT_SEMANTIC_WINDOW_S
         k = similarity_bits(policy.semantic_cache_threshold)
         has_sim = c["has_sim"][scope].astype(bool)
         free |= _near_before(model, c["sim"][scope], t, has_sim & ~failed, k, window)
-        free |= _seen_before([model, c["ph"][scope]], t, has_ph & ~failed, window)
+        free |= _repeats([model, c["ph"][scope]], t, has_ph & ~failed, window)[0]
     if policy.drop_failed:
         free |= failed
 
@@ -412,8 +402,8 @@ def replay_calls(calls: Calls, policy: Policy) -> Replayed:
         pfh = c["pfh"][scope]
         cacheable = (pft >= MIN_CACHEABLE_PREFIX) & (pfh != 0) & (rcr < rin)
         keys = [priced, pfh]
-        reads = _seen_before(keys, t, cacheable, PREFIX_CACHE_TTL_S)
-        writes = cacheable & ~reads & _seen_after(keys, t, cacheable, PREFIX_CACHE_TTL_S)
+        reads, read_later = _repeats(keys, t, cacheable, PREFIX_CACHE_TTL_S)
+        writes = cacheable & ~reads & read_later
         newly = np.maximum(np.minimum(pft, inp) - cr, 0)
         replayed = replayed - np.where(reads, newly * (rin - rcr), 0)
         premium = np.maximum(rcw - rin, 0)
