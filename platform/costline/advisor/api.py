@@ -1,6 +1,7 @@
 """REST API of the advisor: /api/v1/recommendations (list, read, dismiss, apply) and /api/v1/whatif.
 
-A recommendation of another organisation is a 404, like one that does not exist.
+A recommendation of another organisation is a 404, like one that does not exist. Every member reads;
+dismissing and applying need the member role (an organisation-wide API token acts as a member).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from django.http import Http404
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -23,15 +24,27 @@ from costline.advisor.findings import Kind
 from costline.advisor.models import Recommendation, Status
 from costline.advisor.policies import PolicyError, policy_from_json
 from costline.advisor.serializers import RecommendationSerializer, replay_json
-from costline.tenancy.access import organization_for
+from costline.tenancy.access import check_member, organization_for
+from costline.usage.serializers import ErrorSerializer
 
 MAX_WHATIF_DAYS = 92
+FORBIDDEN = OpenApiResponse(
+    ErrorSerializer, description="A viewer may read recommendations, not dismiss or apply them."
+)
+NOT_FOUND = OpenApiResponse(ErrorSerializer, description="No such recommendation in the organisation.")
 
 
 def _recommendation(request: Request, recommendation_id: int) -> Recommendation:
     row = Recommendation.objects.filter(tenant=organization_for(request), id=recommendation_id).first()
     if row is None:
         raise Http404("No recommendation with this id in this organisation.")
+    return row
+
+
+def _changeable(request: Request, recommendation_id: int) -> Recommendation:
+    """The recommendation, for a caller who may dismiss or apply it (another organisation's is a 404)."""
+    row = _recommendation(request, recommendation_id)
+    check_member(request, row.tenant, "Dismissing or applying a recommendation")
     return row
 
 
@@ -84,10 +97,10 @@ class RecommendationDismiss(APIView):
         summary="Dismiss a recommendation",
         tags=["advisor"],
         request={"application/json": {"type": "object", "properties": {"reason": {"type": "string"}}}},
-        responses={200: RecommendationSerializer},
+        responses={200: RecommendationSerializer, 403: FORBIDDEN, 404: NOT_FOUND},
     )
     def post(self, request: Request, recommendation_id: int) -> Response:
-        row = _recommendation(request, recommendation_id)
+        row = _changeable(request, recommendation_id)
         reason = request.data.get("reason") if isinstance(request.data, dict) else None
         if not isinstance(reason, str):
             raise ValidationError({"reason": "Say why you dismiss it: a non-empty string."})
@@ -105,10 +118,10 @@ class RecommendationApply(APIView):
         tags=["advisor"],
         description="The realised saving is then measured daily from the rollups.",
         request=None,
-        responses={200: RecommendationSerializer},
+        responses={200: RecommendationSerializer, 403: FORBIDDEN, 404: NOT_FOUND},
     )
     def post(self, request: Request, recommendation_id: int) -> Response:
-        row = actions.apply(_recommendation(request, recommendation_id))
+        row = actions.apply(_changeable(request, recommendation_id))
         return Response(RecommendationSerializer(row).data)
 
 

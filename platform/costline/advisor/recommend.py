@@ -26,6 +26,7 @@ from costline.advisor.replay import (
     similarity_bits,
     summarise,
 )
+from costline.usage.selfhosted import DecodeThroughput, decode_throughputs
 
 MONTH_DAYS = 30
 HOURS_PER_MONTH = Decimal(730)
@@ -370,10 +371,30 @@ class _Advisor:
                 {"model": name},
             )
 
-    def self_host(self) -> None:
+    def self_host(self, measured: list[DecodeThroughput]) -> None:
         c = self.calls.col
         gpu_hour = Decimal(str(settings.ADVISOR_GPU_HOUR_USD))
-        tokens_per_s = float(settings.ADVISOR_GPU_TOKENS_PER_S)
+        # The tenant's own vLLM deployments over the same window: the fastest one on a GPU, since the
+        # break-even prices GPUs. A CPU deployment's speed says nothing of a GPU's: the setting then.
+        best_gpu_measured = max((m for m in measured if m.on_gpu), key=lambda m: m.tokens_per_s, default=None)
+        measured_on: dict[str, Any] | None = None
+        if best_gpu_measured is not None:
+            tokens_per_s = best_gpu_measured.tokens_per_s
+            source = f"measured on deployment {best_gpu_measured.deployment}"
+            measured_on = {
+                "deployment": best_gpu_measured.deployment,
+                "hardware": best_gpu_measured.hardware,
+                "output_tokens": best_gpu_measured.output_tokens,
+                "decode_seconds": round(best_gpu_measured.decode_seconds, 3),
+            }
+            throughput_note = f"{tokens_per_s:,.2f} output tokens/s {source} ({best_gpu_measured.hardware})"
+        else:
+            tokens_per_s = float(settings.ADVISOR_GPU_TOKENS_PER_S)
+            source = "setting COSTLINE_ADVISOR_GPU_TOKENS_PER_S"
+            throughput_note = (
+                f"{tokens_per_s:,g} output tokens/s per GPU from the {source} (none of your vLLM "
+                "deployments on a GPU decoded in the window)"
+            )
         for _, name, mask in self.model_codes():
             if self.calls.provider_of.get(name) in ("vllm",) or self.calls.rates(name) is None:
                 continue
@@ -410,16 +431,18 @@ class _Advisor:
                 f"${gpu_hour}/h ({best} weights) cost ${best_gpu:,}: break-even at "
                 f"{break_even:,} tokens a month, you send {int(monthly_tokens):,}.",
                 saving_monthly / self.scale,
-                0.3,  # an open model's quality on this traffic is unverified; GPU throughput is a setting
+                0.3,  # an open model's quality on this traffic is unverified
                 "Deploy an open-weight model of similar quality on the bundled vLLM tier (gpu-batch "
                 "profile), route a share of traffic to it through the gateway, and compare answers and "
-                "tokens/s (bench/vllm_tier.py) before moving the rest.",
+                f"tokens/s (bench/vllm_tier.py) before moving the rest. GPUs are sized at {throughput_note}.",
                 policy,
                 {
                     "api_monthly_usd": str(api_monthly),
                     "peak_output_tokens_per_s": round(peak_tps, 2),
                     "gpu_hour_usd": str(gpu_hour),
-                    "gpu_tokens_per_s": tokens_per_s,
+                    "gpu_tokens_per_s": round(tokens_per_s, 2),
+                    "gpu_tokens_per_s_source": source,
+                    "gpu_tokens_per_s_measured_on": measured_on,
                     "options": options,
                     "break_even_tokens_per_month": break_even,
                     "tokens_per_month": int(monthly_tokens),
@@ -510,6 +533,6 @@ def recommend(tenant_id: int, now: datetime, days: int = 30) -> list[Finding]:
     advisor.right_size()
     advisor.output_limit()
     advisor.batch_api()
-    advisor.self_host()
+    advisor.self_host(decode_throughputs(tenant_id, now - timedelta(days=days), now))
     advisor.waste()
     return sorted(advisor.findings, key=lambda f: f.monthly_saving_usd, reverse=True)

@@ -15,7 +15,6 @@ from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers
-from rest_framework.exceptions import PermissionDenied
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -30,8 +29,8 @@ from costline.alerts.models import (
     RuleKind,
     Sensitivity,
 )
-from costline.tenancy.access import organization_for
-from costline.tenancy.models import Membership, Organization, Role, User
+from costline.tenancy.access import check_member, organization_for
+from costline.tenancy.models import Organization
 from costline.usage.serializers import ErrorSerializer
 
 NOT_FOUND = OpenApiResponse(ErrorSerializer, description="No such rule or incident in the organisation.")
@@ -107,6 +106,9 @@ class IncidentSerializer(serializers.Serializer[Any]):
     started_at = serializers.DateTimeField(read_only=True)
     last_anomalous_at = serializers.DateTimeField(read_only=True)
     resolved_at = serializers.DateTimeField(read_only=True, allow_null=True)
+    resolved_reason = serializers.CharField(
+        read_only=True, help_text="Why the detection job closed it unrecovered; '' otherwise."
+    )
     acknowledged_at = serializers.DateTimeField(read_only=True, allow_null=True)
     impact_usd = serializers.DecimalField(max_digits=18, decimal_places=6, read_only=True)
     observed = serializers.FloatField(read_only=True, allow_null=True)
@@ -121,12 +123,7 @@ def _rule_out(rule: AlertRule) -> dict[str, Any]:
 
 
 def check_may_change(request: Request, organization: Organization) -> None:
-    user = request.user if isinstance(request.user, User) else None
-    if user is None:
-        return  # an organisation-wide token acts as a member
-    membership = Membership.objects.filter(organization=organization, user=user).first()
-    if membership is None or membership.role == Role.VIEWER:
-        raise PermissionDenied("Changing alerts needs the member role.")
+    check_member(request, organization, "Changing alerts")
 
 
 def _rule(request: Request, rule_id: int) -> AlertRule:

@@ -143,6 +143,9 @@ class AlertIncident(models.Model):
     started_at = models.DateTimeField()
     last_anomalous_at = models.DateTimeField()
     resolved_at = models.DateTimeField(null=True, blank=True)
+    # Why the detection job closed it without seeing the series recover (the rule was disabled, the
+    # incident left the window, the series has no usage); "" when it recovered or a person resolved it.
+    resolved_reason = models.CharField(max_length=300, blank=True, default="")
     status = models.CharField(max_length=16, choices=IncidentStatus.choices, default=IncidentStatus.OPEN)
     severity = models.CharField(max_length=16, default="minor")
     direction = models.SmallIntegerField(default=1)  # +1 above the band, −1 below

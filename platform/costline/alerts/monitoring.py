@@ -7,6 +7,11 @@ score it with `costline.alerts.detection` and group the scored hours with
 `costline.alerts.incidents`. Threshold rules compare the metric over their trailing window with
 their value. Either way an incident is stored once per (rule, started_at): a rerun over the same
 hours updates the same rows, and `notify` (source "incident:<id>") delivers once per channel.
+
+An incident only resolves on its own when a run sees its series back inside the band. One that is no
+longer scored would stay open for ever, so the job closes it, with `resolved_reason` saying why: its
+rule is disabled, its last anomalous hour has left the 28-day window, or its series is empty or zero
+throughout the window. (Deleting a rule deletes its incidents.)
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from typing import Any
 
 import numpy as np
 from django.db import transaction
-from django.db.models import Max, Q
+from django.db.models import Max, Q, QuerySet
 from django.utils import timezone
 
 from costline.alerts.causes import explain
@@ -99,32 +104,79 @@ def _dollars_per_unit(rule: AlertRule, series: HourlySeries) -> float:
 
 
 def detect(tenant_id: int, now: datetime | None = None) -> dict[str, int]:
-    """Run every enabled rule of the tenant over the complete hours before `now`. Idempotent."""
+    """Run every enabled rule of the tenant over the complete hours before `now`, and close the open
+    incidents of its disabled rules. Idempotent."""
     now = now or timezone.now()
-    counts = {"rules": 0, "incidents": 0, "notified": 0}
+    counts = {"rules": 0, "incidents": 0, "notified": 0, "closed": 0}
     for rule_id in AlertRule.objects.filter(organization_id=tenant_id, enabled=True).values_list(
         "id", flat=True
     ):
-        incidents, notified = detect_rule(rule_id, now)
+        incidents, notified, closed = detect_rule(rule_id, now)
         counts["rules"] += 1
         counts["incidents"] += incidents
         counts["notified"] += notified
+        counts["closed"] += closed
+    disabled = AlertIncident.objects.filter(tenant_id=tenant_id, rule__enabled=False)
+    counts["closed"] += _close(
+        disabled, floor_hour(now), "The rule was disabled while the incident was open."
+    )
     return counts
 
 
-def detect_rule(rule_id: int, now: datetime) -> tuple[int, int]:
-    """(incidents stored or updated, incidents notified) for one rule."""
+def detect_rule(rule_id: int, now: datetime) -> tuple[int, int, int]:
+    """(incidents stored or updated, incidents notified, open incidents closed unscored) for one rule."""
     with transaction.atomic():
         # One run per rule at a time: two concurrent runs would both see "no incident yet".
         rule = AlertRule.objects.select_for_update().get(pk=rule_id)
         end = floor_hour(now)
-        rows = _threshold(rule, end) if rule.kind == RuleKind.THRESHOLD else _anomaly(rule, end)
+        closed = 0
+        if rule.kind == RuleKind.THRESHOLD:
+            rows = _threshold(rule, end)
+        else:
+            series = hourly_series(rule, end - HISTORY, end)
+            rows = _anomaly(rule, series)
+            closed = _close_unscored(rule, series, end, kept={row.id for row, _ in rows})
         notified = sum(_maybe_notify(rule, row, paged, now) for row, paged in rows)
-    return len(rows), notified
+    return len(rows), notified, closed
 
 
-def _anomaly(rule: AlertRule, end: datetime) -> list[tuple[AlertIncident, bool]]:
-    series = hourly_series(rule, end - HISTORY, end)
+def _close(incidents: QuerySet[AlertIncident], end: datetime, reason: str) -> int:
+    """Resolve, at `end` and for `reason`, those of the incidents still open or acknowledged; how many.
+
+    A conditional UPDATE: a person resolving one meanwhile keeps their resolution, and a rerun closes
+    nothing twice."""
+    return (
+        incidents.filter(resolved_at__isnull=True)
+        .exclude(status=IncidentStatus.RESOLVED)
+        .update(
+            status=IncidentStatus.RESOLVED, resolved_at=end, resolved_reason=reason, updated_at=timezone.now()
+        )
+    )
+
+
+def _close_unscored(rule: AlertRule, series: HourlySeries, end: datetime, kept: set[int]) -> int:
+    """Close the rule's open incidents this run did not find again and can no longer find: those
+    whose last anomalous hour is before the window, or all of them when the series is empty or zero in
+    every hour of the window (e.g. its model is no longer called). An incident whose hours are inside
+    a window with data stays open until a run sees the series back or the hours leave the window."""
+    unscored = AlertIncident.objects.filter(rule=rule).exclude(id__in=kept)
+    closed = _close(
+        unscored.filter(last_anomalous_at__lt=end - HISTORY),
+        end,
+        f"Its last anomalous hour left the {HISTORY.days}-day detection window before the series "
+        "was seen back inside its band.",
+    )
+    if not np.any(np.nan_to_num(series.values)):  # every hour empty or zero: nothing to score
+        closed += _close(
+            unscored,
+            end,
+            f"The rule's series is empty or zero in every hour of the {HISTORY.days} days before "
+            f"{end:%Y-%m-%d %H:%M} UTC: nothing is left to score.",
+        )
+    return closed
+
+
+def _anomaly(rule: AlertRule, series: HourlySeries) -> list[tuple[AlertIncident, bool]]:
     if not series.starts:
         return []
     timestamps = np.asarray([int(at.timestamp()) for at in series.starts], dtype=np.int64)

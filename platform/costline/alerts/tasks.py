@@ -34,13 +34,22 @@ def deliver_due() -> int:
 @costline_task("costline.alerts.detect")
 def detect() -> dict[str, int]:
     """Run every enabled alert rule over the last complete hours, tenant by tenant. Idempotent: a
-    rerun updates the same incidents (natural key: rule, start) and notifies nobody twice."""
-    from costline.alerts.models import AlertRule
+    rerun updates the same incidents (natural key: rule, start) and notifies nobody twice. A tenant
+    whose rules are all disabled is visited too while it has open incidents, to close them."""
+    from costline.alerts.models import AlertIncident, AlertRule, IncidentStatus
     from costline.alerts.monitoring import detect as detect_tenant
 
-    totals = {"tenants": 0, "rules": 0, "incidents": 0, "notified": 0, "failed": 0}
-    tenant_ids = AlertRule.objects.filter(enabled=True).values_list("organization_id", flat=True).distinct()
-    for tenant_id in sorted(set(tenant_ids)):
+    totals = {"tenants": 0, "rules": 0, "incidents": 0, "notified": 0, "closed": 0, "failed": 0}
+    tenant_ids = set(
+        AlertRule.objects.filter(enabled=True).values_list("organization_id", flat=True).distinct()
+    )
+    tenant_ids |= set(
+        AlertIncident.objects.filter(resolved_at__isnull=True, rule__enabled=False)
+        .exclude(status=IncidentStatus.RESOLVED)
+        .values_list("tenant_id", flat=True)
+        .distinct()
+    )
+    for tenant_id in sorted(tenant_ids):
         try:
             counts = detect_tenant(tenant_id)
         except Exception:  # one tenant's failure (a bad rule) must not stop the others' alerts

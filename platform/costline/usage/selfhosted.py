@@ -12,6 +12,10 @@ the time to first token that vLLM measures and the gateway or vLLM's span report
 first token to the end). A call without a first-token time (an embedding, or a non-streaming call no
 server span told about) is all prefill if it produced no output tokens, else all decode.
 
+`decode_throughputs` measures each deployment's decode speed from the same calls: their output tokens
+over the seconds in which at least one of them was decoding (what the advisor's self-hosting
+break-even sizes GPUs by).
+
 `price_settled(now)` (the Celery task `costline.usage.price_self_hosted`, every minute) re-prices the
 calls that started in the last WINDOW_MINUTES minutes older than SETTLE_SECONDS (their spans have
 arrived), from raw calls, so a run repeated, late or concurrent leaves the same costs; changed calls
@@ -22,6 +26,8 @@ from __future__ import annotations
 
 import fnmatch
 import logging
+import math
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -41,6 +47,11 @@ SETTLE_SECONDS = 120  # a minute is priced once the spans of its calls have had 
 WINDOW_MINUTES = 15  # each run prices again the last quarter hour (late spans, a missed run)
 CATCH_UP = timedelta(hours=6)  # the most one run prices of a deployment that fell behind
 QUANTUM = Decimal("0.000000000001")  # the call table's 12 decimal places
+# A deployment's free-text hardware ("1× NVIDIA H100", "2 vCPU") names a GPU: a maker, a stack, or a
+# data-centre model (A100, H200, L40S, A10G, T4, MI300X...).
+GPU_HARDWARE = re.compile(
+    r"gpu|nvidia|cuda|rocm|instinct|\b(?:[abhl]\d{2,3}s?|a10g|t4|mi\d{3}x?|rtx)\b", re.IGNORECASE
+)
 
 
 @dataclass
@@ -59,6 +70,7 @@ class _Call:
     start_s: float
     end_s: float
     first_token_s: float  # where its prefill ends and its decode starts (start_s ≤ it ≤ end_s)
+    output_tokens: int
     cost: Decimal | None
     prefill_cost: Decimal | None
     version: str | None
@@ -89,8 +101,57 @@ def _calls(deployment: Deployment, start: datetime, end: datetime) -> list[_Call
         else:
             first = 0.0 if output else seconds
         end_s, first_token_s = start_s + seconds, start_s + first
-        calls.append(_Call(trace_id, span_id, started, start_s, end_s, first_token_s, cost, prefill, version))
+        calls.append(
+            _Call(
+                trace_id, span_id, started, start_s, end_s, first_token_s, output or 0, cost, prefill, version
+            )
+        )
     return calls
+
+
+@dataclass(frozen=True)
+class DecodeThroughput:
+    """A deployment's measured decode speed over a window."""
+
+    deployment: str  # its name
+    hardware: str  # as recorded ("" when not)
+    on_gpu: bool  # the hardware names a GPU (GPU_HARDWARE)
+    output_tokens: int
+    decode_seconds: float  # seconds in which at least one of its calls was decoding
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.output_tokens / self.decode_seconds
+
+
+def decode_throughputs(
+    tenant_id: int, start: datetime, end: datetime, provider: str = "vllm"
+) -> list[DecodeThroughput]:
+    """Each of the tenant's `provider` deployments that decoded in calls starting in [start, end).
+
+    Decode seconds are the union of the calls' decode intervals (first token to end), so calls batched
+    together count their shared seconds once: the figure is the server's, not one call's."""
+    measured = []
+    for deployment in Deployment.objects.filter(tenant_id=tenant_id, provider=provider).order_by("id"):
+        decoding = [
+            c for c in _calls(deployment, start, end) if c.output_tokens and c.end_s > c.first_token_s
+        ]
+        seconds, reach = 0.0, -math.inf
+        for low, high in sorted((c.first_token_s, c.end_s) for c in decoding):
+            if high > reach:
+                seconds += high - max(low, reach)
+                reach = high
+        if seconds > 0:
+            measured.append(
+                DecodeThroughput(
+                    deployment=deployment.name,
+                    hardware=deployment.hardware,
+                    on_gpu=bool(GPU_HARDWARE.search(deployment.hardware)),
+                    output_tokens=sum(c.output_tokens for c in decoding),
+                    decode_seconds=seconds,
+                )
+            )
+    return measured
 
 
 def price_deployment(deployment: Deployment, start: datetime, end: datetime) -> PricingRun:

@@ -13,11 +13,14 @@ from django.test import Client
 from costline.advisor import actions
 from costline.advisor.findings import Kind
 from costline.advisor.models import Recommendation
-from costline.tenancy.models import Organization
+from costline.tenancy.actions import issue_api_token
+from costline.tenancy.models import Organization, Role
 from costline.usage.models import LLMCall
 from tests.conftest import TenantKeys
 from tests.platform.advisor.test_lifecycle import T0, finding
+from tests.platform.dashboards.conftest import Member, sign_in
 
+__all__ = ["sign_in"]  # the signed-in members of the dashboards' tests
 URL = "/api/v1/recommendations"
 Writer = Callable[[Organization, list[dict[str, Any]]], list[LLMCall]]
 
@@ -107,6 +110,62 @@ def test_another_tenants_recommendation_is_a_404(
         == 404
     )
     assert client.get(URL, headers=other.api_auth).json() == []
+    assert rec(tenant, "a").status == "open"
+
+
+def personal_token(member: Member) -> dict[str, str]:
+    return {"Authorization": f"Bearer {issue_api_token(member.org, 'mine', user=member.user).plaintext}"}
+
+
+def test_a_viewer_reads_but_may_not_dismiss_or_apply(client: Client, sign_in: Callable[..., Member]) -> None:
+    viewer = sign_in(Role.VIEWER)
+    actions.store_findings(viewer.org.id, [finding(key="a")], T0)
+    row = Recommendation.objects.get(tenant=viewer.org)
+    auth = personal_token(viewer)
+
+    read = client.get(f"{URL}/{row.id}", headers=auth)
+    dismissed = client.post(
+        f"{URL}/{row.id}/dismiss", {"reason": "x"}, content_type="application/json", headers=auth
+    )
+    applied = client.post(f"{URL}/{row.id}/apply", headers=auth)
+
+    assert read.status_code == 200
+    assert dismissed.status_code == 403
+    assert applied.status_code == 403
+    assert "needs the member role" in applied.json()["detail"]
+    assert "you are viewer" in applied.json()["detail"]
+    row.refresh_from_db()
+    assert (row.status, row.applied_at) == ("open", None)
+
+
+def test_a_members_token_dismisses_and_applies(client: Client, sign_in: Callable[..., Member]) -> None:
+    member = sign_in(Role.MEMBER)
+    actions.store_findings(member.org.id, [finding(key="a"), finding(key="b")], T0)
+    a, b = (Recommendation.objects.get(tenant=member.org, key=k) for k in ("a", "b"))
+    auth = personal_token(member)
+
+    dismissed = client.post(
+        f"{URL}/{a.id}/dismiss", {"reason": "x"}, content_type="application/json", headers=auth
+    )
+    applied = client.post(f"{URL}/{b.id}/apply", headers=auth)
+
+    assert (dismissed.status_code, dismissed.json()["status"]) == (200, "dismissed")
+    assert (applied.status_code, applied.json()["status"]) == (200, "applied")
+
+
+def test_a_member_of_another_organisation_gets_a_404_not_a_403(
+    client: Client, tenant: TenantKeys, sign_in: Callable[..., Member]
+) -> None:
+    stranger = sign_in(Role.OWNER)  # every right in their own organisation, none in the tenant's
+    theirs = rec(tenant, "a")
+    auth = personal_token(stranger)
+
+    dismissed = client.post(
+        f"{URL}/{theirs.id}/dismiss", {"reason": "x"}, content_type="application/json", headers=auth
+    )
+    applied = client.post(f"{URL}/{theirs.id}/apply", headers=auth)
+
+    assert (dismissed.status_code, applied.status_code) == (404, 404)
     assert rec(tenant, "a").status == "open"
 
 

@@ -64,12 +64,15 @@ def test_a_member_dismisses_with_a_reason_and_applies(sign_in: SignIn) -> None:
     assert b.status == Status.APPLIED
 
 
-def test_a_viewer_may_not_apply(sign_in: SignIn) -> None:
+def test_a_viewer_may_not_dismiss_or_apply(sign_in: SignIn) -> None:
     member = sign_in(Role.VIEWER)
     actions.store_findings(member.org.id, [finding()], T0)
     row = Recommendation.objects.get(tenant=member.org)
 
-    assert member.client.post(member.url(f"advisor/{row.id}/apply/")).status_code == 403
+    applied = member.client.post(member.url(f"advisor/{row.id}/apply/"))
+    dismissed = member.client.post(member.url(f"advisor/{row.id}/dismiss/"), {"reason": "x"})
+
+    assert (applied.status_code, dismissed.status_code) == (403, 403)
     assert Recommendation.objects.get(pk=row.pk).status == Status.OPEN
 
 
@@ -80,6 +83,10 @@ def test_another_organisations_recommendation_is_a_404(sign_in: SignIn) -> None:
 
     assert stranger.client.get(stranger.url(f"advisor/{row.id}/")).status_code == 404
     assert stranger.client.post(stranger.url(f"advisor/{row.id}/apply/")).status_code == 404
+    assert (
+        stranger.client.post(stranger.url(f"advisor/{row.id}/dismiss/"), {"reason": "x"}).status_code == 404
+    )
+    assert Recommendation.objects.get(pk=row.pk).status == Status.OPEN
 
 
 def test_the_whatif_form_shows_the_saving(sign_in: SignIn, write_calls: Writer) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from datetime import timedelta
 from decimal import Decimal
@@ -10,9 +11,10 @@ from typing import Any
 import pytest
 
 from costline.advisor.findings import Finding, Kind, ModelSwap, Policy
-from costline.advisor.recommend import recommend
+from costline.advisor.recommend import QUANTISATION_SPEEDUP, recommend
 from costline.advisor.replay import whatif
 from costline.tenancy.models import Organization
+from costline.usage.models import Deployment
 from tests.platform.advisor.conftest import COST, NOW
 
 Writer = Callable[[Organization, list[dict[str, Any]]], Any]
@@ -151,6 +153,102 @@ def test_self_hosting_pays_when_the_api_bill_exceeds_the_gpus(
     # 100 output tokens a minute is far below one GPU's throughput: one GPU, 730 hours at $1.
     assert finding.evidence["options"]["bf16"]["gpus"] == 1
     assert finding.monthly_saving_usd == monthly(Decimal(1000)) - Decimal("730.00")
+
+
+def _api_traffic_and_deployments(org: Organization, write_calls: Writer) -> None:
+    """100 gpt-4o calls a minute apart ($1,000 a week), 60 of them in the first hour: 60 × 60,000
+    output tokens in an hour. A GPU deployment decodes 6,000 tokens in 20 s, batching two calls; a
+    faster CPU one never sizes GPUs."""
+    write_calls(org, [{"cost_usd": Decimal("10"), "output_tokens": 60_000} for _ in range(100)])
+    Deployment.objects.create(
+        tenant=org,
+        name="H100 tier",
+        model_pattern="llama-*",
+        hourly_usd=Decimal("4"),
+        hardware="1× NVIDIA H100",
+    )
+    Deployment.objects.create(
+        tenant=org, name="CPU tier", model_pattern="smollm2-*", hourly_usd=Decimal("0.1"), hardware="2 vCPU"
+    )
+    t0 = NOW - timedelta(days=1)
+    vllm = {"provider": "vllm", "latency_ms": 10_000, "ttft_ms": 1_000}
+    write_calls(
+        org,
+        [
+            # Decoding from 1 s to 10 s and from 3 s to 12 s: 11 s of the server, not 18.
+            {**vllm, "model": "llama-3.1-8b", "start_time": t0, "output_tokens": 1650},
+            {**vllm, "model": "llama-3.1-8b", "start_time": t0 + timedelta(seconds=2), "output_tokens": 1650},
+            {**vllm, "model": "llama-3.1-8b", "start_time": t0 + timedelta(minutes=1), "output_tokens": 2700},
+            {**vllm, "model": "smollm2-135m", "start_time": t0 + timedelta(minutes=5), "output_tokens": 9000},
+        ],
+    )
+
+
+def _break_even(gpus: int, gpu_hour: Decimal) -> int:
+    """What the finding's break-even must be for the traffic above at `gpus` GPUs."""
+    api_monthly = monthly(Decimal(1000))
+    monthly_tokens = Decimal(100 * 60_000) * MONTH
+    return int(gpu_hour * gpus * Decimal(730) / (api_monthly / monthly_tokens))
+
+
+def test_self_hosting_sizes_gpus_by_the_measured_throughput_of_a_gpu_deployment(
+    org: Organization, write_calls: Writer, settings: Any
+) -> None:
+    settings.ADVISOR_GPU_HOUR_USD = "1.00"
+    _api_traffic_and_deployments(org, write_calls)
+    measured = (1650 + 1650 + 2700) / ((12 - 1) + (10 - 1))
+    peak = 60 * 60_000 / 3600
+    gpus = {q: math.ceil(peak / (measured * speedup)) for q, speedup in QUANTISATION_SPEEDUP.items()}
+
+    (finding,) = of_kind(recommend(org.id, NOW, days=7), Kind.SELF_HOST)
+
+    assert finding.evidence["gpu_tokens_per_s"] == measured
+    assert finding.evidence["gpu_tokens_per_s_source"] == "measured on deployment H100 tier"
+    assert finding.evidence["gpu_tokens_per_s_measured_on"] == {
+        "deployment": "H100 tier",
+        "hardware": "1× NVIDIA H100",
+        "output_tokens": 6000,
+        "decode_seconds": 20.0,
+    }
+    assert {q: o["gpus"] for q, o in finding.evidence["options"].items()} == gpus
+    assert finding.evidence["break_even_tokens_per_month"] == _break_even(min(gpus.values()), Decimal(1))
+    assert "measured on deployment H100 tier (1× NVIDIA H100)" in finding.how_to
+
+
+def test_a_cpu_deployment_does_not_size_gpus(org: Organization, write_calls: Writer, settings: Any) -> None:
+    settings.ADVISOR_GPU_HOUR_USD = "1.00"
+    settings.ADVISOR_GPU_TOKENS_PER_S = 400.0
+    _api_traffic_and_deployments(org, write_calls)
+    Deployment.objects.filter(tenant=org, name="H100 tier").delete()
+
+    (finding,) = of_kind(recommend(org.id, NOW, days=7), Kind.SELF_HOST)
+
+    assert finding.evidence["gpu_tokens_per_s"] == 400.0
+    assert finding.evidence["gpu_tokens_per_s_source"] == "setting COSTLINE_ADVISOR_GPU_TOKENS_PER_S"
+    assert finding.evidence["gpu_tokens_per_s_measured_on"] is None
+    assert finding.evidence["options"]["bf16"]["gpus"] == math.ceil(60 * 60_000 / 3600 / 400.0)
+
+
+def test_self_hosting_falls_back_to_the_setting_without_measured_decoding(
+    org: Organization, write_calls: Writer, settings: Any
+) -> None:
+    settings.ADVISOR_GPU_HOUR_USD = "1.00"
+    settings.ADVISOR_GPU_TOKENS_PER_S = 400.0
+    write_calls(org, [{"cost_usd": Decimal("10"), "output_tokens": 60_000} for _ in range(100)])
+    # A deployment whose only call is older than the window has nothing measured in it.
+    Deployment.objects.create(tenant=org, name="H100 tier", model_pattern="*", hourly_usd=4, hardware="H100")
+    write_calls(org, [{"provider": "vllm", "model": "llama", "start_time": NOW - timedelta(days=8)}])
+    peak = 60 * 60_000 / 3600
+    gpus = {q: math.ceil(peak / (400.0 * speedup)) for q, speedup in QUANTISATION_SPEEDUP.items()}
+
+    (finding,) = of_kind(recommend(org.id, NOW, days=7), Kind.SELF_HOST)
+
+    assert finding.evidence["gpu_tokens_per_s"] == 400.0
+    assert finding.evidence["gpu_tokens_per_s_source"] == "setting COSTLINE_ADVISOR_GPU_TOKENS_PER_S"
+    assert finding.evidence["gpu_tokens_per_s_measured_on"] is None
+    assert {q: o["gpus"] for q, o in finding.evidence["options"].items()} == gpus
+    assert finding.evidence["break_even_tokens_per_month"] == _break_even(min(gpus.values()), Decimal(1))
+    assert "setting COSTLINE_ADVISOR_GPU_TOKENS_PER_S" in finding.how_to
 
 
 def test_no_self_hosting_for_a_small_bill(org: Organization, write_calls: Writer) -> None:

@@ -85,6 +85,25 @@ def test_a_viewer_cannot_resolve_and_other_orgs_are_404(sign_in: Callable[..., M
     assert incident.status == IncidentStatus.OPEN
 
 
+def test_an_incident_closed_by_the_job_says_why_on_its_page_and_in_the_api(
+    sign_in: Callable[..., Member],
+) -> None:
+    member = sign_in(Role.VIEWER)
+    incident = _spike_incident(member)
+    AlertRule.objects.filter(id=incident.rule_id).update(enabled=False)
+
+    detect(member.org.id, hour_end() + timedelta(minutes=10))
+
+    html = member.client.get(member.url(f"alerts/incidents/{incident.id}/")).content.decode()
+    assert 'id="resolved-reason"' in html
+    assert "The rule was disabled while the incident was open." in html
+    api = member.client.get(f"/api/v1/incidents/{incident.id}").json()
+    assert (api["status"], api["resolved_reason"]) == (
+        "resolved",
+        "The rule was disabled while the incident was open.",
+    )
+
+
 def test_a_member_creates_and_edits_a_rule_in_the_form(sign_in: Callable[..., Member]) -> None:
     from costline.alerts.models import Channel
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -124,7 +124,7 @@ def test_the_hourly_task_runs_each_tenant_and_is_scheduled() -> None:
 
     result = detect_task.apply().get()
 
-    assert result == {"tenants": 1, "rules": 1, "incidents": 0, "notified": 0, "failed": 0}
+    assert result == {"tenants": 1, "rules": 1, "incidents": 0, "notified": 0, "closed": 0, "failed": 0}
     entry = BEAT_SCHEDULE["costline.alerts.detect"]
     assert entry["schedule"] == 3600
     assert entry["options"]["queue"] == "alerts"
@@ -177,3 +177,70 @@ def test_an_incident_resolves_when_the_series_is_back_and_is_not_notified_late(
     # Found only after it ended (first run of a new rule): history, not a page.
     assert incident.notified_at is None
     assert not Delivery.objects.filter(channel=channel).exists()
+
+
+def _open_incident(rule: AlertRule, last_anomalous_at: datetime, **fields: object) -> AlertIncident:
+    return AlertIncident.objects.create(
+        tenant=rule.organization,
+        rule=rule,
+        started_at=last_anomalous_at - timedelta(hours=2),
+        last_anomalous_at=last_anomalous_at,
+        **fields,
+    )
+
+
+def test_an_open_incident_that_left_the_window_is_closed_and_a_current_one_stays_open() -> None:
+    org = create_organization("Stale")
+    end = hour_end()
+    steady_then_spike(org, end)
+    rule = _rule(org, metric="cost_usd")
+    # Stored by an earlier run, never seen to recover: its last anomalous hour is now 30 days back.
+    stale = _open_incident(rule, end - timedelta(days=30), status=IncidentStatus.ACKNOWLEDGED)
+
+    first = detect(org.id, end + timedelta(minutes=5))
+    second = detect(org.id, end + timedelta(minutes=6))
+
+    stale.refresh_from_db()
+    assert stale.status == IncidentStatus.RESOLVED
+    assert stale.resolved_at == end
+    assert "left the 28-day detection window" in stale.resolved_reason
+    current = AlertIncident.objects.get(rule=rule, started_at=end - timedelta(hours=3))
+    assert (current.status, current.resolved_at, current.resolved_reason) == (IncidentStatus.OPEN, None, "")
+    assert (first["closed"], second["closed"]) == (1, 0)
+
+
+def test_the_open_incidents_of_a_disabled_rule_are_closed_by_the_hourly_task() -> None:
+    from costline.alerts.tasks import detect as detect_task
+
+    org = create_organization("Switched off")
+    end = hour_end()
+    rule = _rule(org, metric="cost_usd", enabled=False)
+    incident = _open_incident(rule, end - timedelta(hours=2))
+    done = _open_incident(
+        rule, end - timedelta(days=3), status=IncidentStatus.RESOLVED, resolved_at=end - timedelta(days=2)
+    )
+
+    result = detect_task.apply().get()
+
+    incident.refresh_from_db()
+    done.refresh_from_db()
+    assert (incident.status, incident.resolved_reason) == (
+        IncidentStatus.RESOLVED,
+        "The rule was disabled while the incident was open.",
+    )
+    assert (done.resolved_at, done.resolved_reason) == (end - timedelta(days=2), "")  # left as it was
+    assert (result["tenants"], result["rules"], result["closed"]) == (1, 0, 1)
+
+
+def test_an_open_incident_of_a_series_without_usage_is_closed() -> None:
+    org = create_organization("Vanished")
+    end = hour_end()
+    steady_then_spike(org, end)  # all of it on gpt-4o
+    rule = _rule(org, metric="cost_usd", model="gpt-4-0613")  # a model nobody calls any more
+    incident = _open_incident(rule, end - timedelta(days=2))
+
+    detect(org.id, end + timedelta(minutes=5))
+
+    incident.refresh_from_db()
+    assert incident.status == IncidentStatus.RESOLVED
+    assert "empty or zero in every hour of the 28 days" in incident.resolved_reason
