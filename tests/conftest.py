@@ -29,6 +29,25 @@ def shared_path(*parts: str) -> Path:
     return path
 
 
+_DB_FIXTURES = {
+    "db",
+    "transactional_db",
+    "django_db_reset_sequences",
+    "django_db_serialized_rollback",
+    "live_server",
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test that reaches the database only through the collector (vLLM's own tests) still needs
+    the test database: pytest-django creates it only for tests that ask for one, so such a test run
+    alone had the collector write to DATABASE_URL's own database."""
+    for item in items:
+        names = set(getattr(item, "fixturenames", ()))
+        if "collector" in names and not names & _DB_FIXTURES and item.get_closest_marker("django_db") is None:
+            item.add_marker(pytest.mark.django_db)
+
+
 @pytest.fixture(autouse=True)
 def fast_password_hashing(settings: Any) -> None:
     """Hash passwords with MD5 in tests: PBKDF2's 10⁶ rounds cost ~0.3 s per user, and what tests
