@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import fnmatch
 import logging
-import math
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -70,7 +69,6 @@ class _Call:
     start_s: float
     end_s: float
     first_token_s: float  # where its prefill ends and its decode starts (start_s ≤ it ≤ end_s)
-    output_tokens: int
     cost: Decimal | None
     prefill_cost: Decimal | None
     version: str | None
@@ -101,11 +99,7 @@ def _calls(deployment: Deployment, start: datetime, end: datetime) -> list[_Call
         else:
             first = 0.0 if output else seconds
         end_s, first_token_s = start_s + seconds, start_s + first
-        calls.append(
-            _Call(
-                trace_id, span_id, started, start_s, end_s, first_token_s, output or 0, cost, prefill, version
-            )
-        )
+        calls.append(_Call(trace_id, span_id, started, start_s, end_s, first_token_s, cost, prefill, version))
     return calls
 
 
@@ -124,31 +118,75 @@ class DecodeThroughput:
         return self.output_tokens / self.decode_seconds
 
 
+# Seconds in which at least one decoding call ran: each call adds what it runs beyond the furthest end
+# of the calls that started before it (in start order), so overlapping calls count their shared
+# seconds once. Offsets from the window start keep the floats small.
+_DECODE_SECONDS = """
+WITH calls AS (
+    SELECT extract(epoch FROM start_time - %(start)s)::float8 AS at,
+           least(greatest(coalesce(latency_ms, 0)::float8 / 1000.0, 0.0), %(max_seconds)s) AS seconds,
+           ttft_ms::float8 / 1000.0 AS ttft, output_tokens
+    FROM usage_llmcall
+    WHERE tenant_id = %(tenant)s AND provider = %(provider)s AND start_time >= %(start)s
+      AND start_time < %(end)s AND model = ANY(%(models)s) AND output_tokens > 0
+), spans AS (
+    SELECT at + coalesce(least(greatest(ttft, 0.0), seconds), 0.0) AS low, at + seconds AS high, output_tokens
+    FROM calls
+), ordered AS (
+    SELECT low, high, output_tokens,
+           max(high) OVER (ORDER BY low, high ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS reach
+    FROM spans WHERE high > low
+)
+SELECT coalesce(sum(greatest(high - greatest(low, coalesce(reach, low)), 0.0)), 0.0),
+       coalesce(sum(output_tokens), 0)
+FROM ordered
+"""
+
+
 def decode_throughputs(
     tenant_id: int, start: datetime, end: datetime, provider: str = "vllm"
 ) -> list[DecodeThroughput]:
     """Each of the tenant's `provider` deployments that decoded in calls starting in [start, end).
 
     Decode seconds are the union of the calls' decode intervals (first token to end), so calls batched
-    together count their shared seconds once: the figure is the server's, not one call's."""
+    together count their shared seconds once: the figure is the server's, not one call's. Summed in
+    PostgreSQL: a busy deployment's month of calls never comes into Python."""
+    deployments = list(Deployment.objects.filter(tenant_id=tenant_id, provider=provider).order_by("id"))
+    if not deployments:
+        return []
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT DISTINCT model FROM usage_llmcall WHERE tenant_id = %s AND provider = %s "
+            "AND start_time >= %s AND start_time < %s AND output_tokens > 0",
+            [tenant_id, provider, start, end],
+        )
+        models = [model for (model,) in cursor.fetchall() if model is not None]
     measured = []
-    for deployment in Deployment.objects.filter(tenant_id=tenant_id, provider=provider).order_by("id"):
-        decoding = [
-            c for c in _calls(deployment, start, end) if c.output_tokens and c.end_s > c.first_token_s
-        ]
-        seconds, reach = 0.0, -math.inf
-        for low, high in sorted((c.first_token_s, c.end_s) for c in decoding):
-            if high > reach:
-                seconds += high - max(low, reach)
-                reach = high
+    for deployment in deployments:
+        served = [m for m in models if fnmatch.fnmatchcase(m, deployment.model_pattern)]
+        if not served:
+            continue
+        with connection.cursor() as cursor:
+            cursor.execute(
+                _DECODE_SECONDS,
+                {
+                    "tenant": tenant_id,
+                    "provider": provider,
+                    "start": start,
+                    "end": end,
+                    "models": served,
+                    "max_seconds": float(MAX_CALL_SECONDS),
+                },
+            )
+            seconds, tokens = cursor.fetchone()
         if seconds > 0:
             measured.append(
                 DecodeThroughput(
                     deployment=deployment.name,
                     hardware=deployment.hardware,
                     on_gpu=bool(GPU_HARDWARE.search(deployment.hardware)),
-                    output_tokens=sum(c.output_tokens for c in decoding),
-                    decode_seconds=seconds,
+                    output_tokens=int(tokens),
+                    decode_seconds=float(seconds),
                 )
             )
     return measured
