@@ -6,8 +6,6 @@ validates with the API's own serializer, so a rule is checked one way whichever 
 
 from __future__ import annotations
 
-from zoneinfo import ZoneInfo
-
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
 from django.http import HttpResponse
@@ -31,13 +29,6 @@ from costline.tenancy.models import Role
 from costline.tenancy.web import OrgRequest, org_view, role_at_least
 
 
-def _zone(request: OrgRequest) -> ZoneInfo:
-    try:
-        return ZoneInfo(request.organization.time_zone or "UTC")
-    except (KeyError, ValueError):
-        return ZoneInfo("UTC")
-
-
 @org_view()
 def alert_list(request: OrgRequest) -> HttpResponse:
     incidents = incidents_of(request.organization).order_by("-started_at", "-id")
@@ -45,16 +36,16 @@ def alert_list(request: OrgRequest) -> HttpResponse:
         "open": list(incidents.exclude(status=IncidentStatus.RESOLVED)),
         "past": list(incidents.filter(status=IncidentStatus.RESOLVED)[:50]),
         "rules": AlertRule.objects.filter(organization=request.organization).order_by("name", "id"),
-        "zone": _zone(request),
+        "zone": request.organization.zone,
     }
-    with timezone.override(_zone(request)):
+    with timezone.override(request.organization.zone):
         return render(request, "alerts/list.html", context)
 
 
 @org_view()
 def incident_detail(request: OrgRequest, incident_id: int) -> HttpResponse:
     incident = get_object_or_404(incidents_of(request.organization), id=incident_id)
-    zone = _zone(request)
+    zone = request.organization.zone
     context = {
         "incident": incident,
         "figure": incident_figure(incident, timezone.now(), zone),

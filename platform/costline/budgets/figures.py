@@ -45,7 +45,7 @@ def burn_down(
     budget: Budget, start: datetime, end: datetime, now: datetime, state: BudgetPeriodState | None
 ) -> BurnDown:
     """The chart's numbers for `budget`'s period [start, end) as of `now`."""
-    zone = ZoneInfo(budget.organization.time_zone or "UTC")
+    zone = budget.organization.zone
     data = BurnDown(
         start=start,
         end=end,

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, cast
-from zoneinfo import ZoneInfo
 
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
@@ -65,16 +64,9 @@ class BudgetRow:
         return self.state.spend_usd / self.budget.amount_usd
 
 
-def _zone(request: OrgRequest) -> ZoneInfo:
-    try:
-        return ZoneInfo(request.organization.time_zone or "UTC")
-    except (KeyError, ValueError):
-        return ZoneInfo("UTC")
-
-
 def _page(request: OrgRequest, template: str, context: dict[str, Any], status: int = 200) -> HttpResponse:
-    with timezone.override(_zone(request)):
-        return render(request, template, {"zone": _zone(request), **context}, status=status)
+    with timezone.override(request.organization.zone):
+        return render(request, template, {"zone": request.organization.zone, **context}, status=status)
 
 
 def _actor(request: OrgRequest) -> actions.Actor:
@@ -161,7 +153,9 @@ def budget_edit(request: OrgRequest, budget_id: int) -> HttpResponse:
 
 
 def _budget_form(request: OrgRequest, budget: Budget | None) -> HttpResponse:
-    with timezone.override(_zone(request)):  # a custom start is typed in the organisation's time zone
+    with timezone.override(
+        request.organization.zone
+    ):  # a custom start is typed in the organisation's time zone
         form = BudgetForm(request.POST or None, organization=request.organization, budget=budget)
         valid = request.method == "POST" and form.is_valid()
     if valid:

@@ -8,6 +8,7 @@ nobody can brute-force them, and a lookup by hash is a single index probe on the
 from __future__ import annotations
 
 from typing import Any, ClassVar
+from zoneinfo import ZoneInfo
 
 from django.contrib.auth.models import AbstractUser, BaseUserManager
 from django.db import models
@@ -61,6 +62,14 @@ class Organization(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    @property
+    def zone(self) -> ZoneInfo:
+        """The organisation's time zone; UTC when the stored name is empty or unknown."""
+        try:
+            return ZoneInfo(self.time_zone or "UTC")
+        except (KeyError, ValueError):
+            return ZoneInfo("UTC")
 
 
 class Role(models.TextChoices):
