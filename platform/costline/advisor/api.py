@@ -25,7 +25,7 @@ from costline.advisor.models import Recommendation, Status
 from costline.advisor.policies import PolicyError, policy_from_json
 from costline.advisor.serializers import RecommendationSerializer, replay_json
 from costline.tenancy.access import check_member, organization_for
-from costline.usage.serializers import ErrorSerializer
+from costline.usage.serializers import ErrorSerializer, choice_param
 
 MAX_WHATIF_DAYS = 92
 FORBIDDEN = OpenApiResponse(
@@ -62,19 +62,11 @@ class RecommendationList(APIView):
     )
     def get(self, request: Request) -> Response:
         rows = Recommendation.objects.filter(tenant=organization_for(request))
-        status = request.query_params.get("status")
+        status = choice_param(request, "status", Status.values)
         if status:
-            if status not in Status.values:
-                raise ValidationError(
-                    {"status": f"Unknown status {status!r}; use one of {', '.join(Status.values)}."}
-                )
             rows = rows.filter(status=status)
-        kind = request.query_params.get("kind")
+        kind = choice_param(request, "kind", (k.value for k in Kind))
         if kind:
-            if kind not in {k.value for k in Kind}:
-                raise ValidationError(
-                    {"kind": f"Unknown kind {kind!r}; use one of {', '.join(k.value for k in Kind)}."}
-                )
             rows = rows.filter(kind=kind)
         ordered = rows.order_by("-monthly_saving_usd", "id")
         return Response(RecommendationSerializer(ordered, many=True).data)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from costline.advisor.findings import ReplayResult
-from costline.budgets.figures import FONT, GRID
+from costline.budgets.figures import GRID, time_layout
 
 BASELINE, REPLAYED = "#636efa", "#00cc96"
 
@@ -32,19 +32,14 @@ def replay_figure(result: ReplayResult) -> dict[str, Any]:
             "line": {"color": REPLAYED, "dash": "dash"},
         },
     ]
-    layout = {
-        "font": {"family": FONT, "size": 12},
-        "margin": {"l": 60, "r": 20, "t": 10, "b": 40},
-        "height": 320,
-        "plot_bgcolor": "white",
-        "paper_bgcolor": "white",
-        "legend": {"orientation": "h", "y": -0.2},
-        "xaxis": {"type": "date", "gridcolor": GRID},
-        "yaxis": {
+    layout = time_layout(
+        320,
+        -0.2,
+        {
             "title": {"text": "Cost per day (USD)"},
             "rangemode": "tozero",
             "tickprefix": "$",
             "gridcolor": GRID,
         },
-    }
+    )
     return {"data": traces, "layout": layout}

@@ -31,7 +31,7 @@ from costline.alerts.models import (
 )
 from costline.tenancy.access import check_member, organization_for
 from costline.tenancy.models import Organization
-from costline.usage.serializers import ErrorSerializer
+from costline.usage.serializers import ErrorSerializer, choice_param
 
 NOT_FOUND = OpenApiResponse(ErrorSerializer, description="No such rule or incident in the organisation.")
 INVALID = OpenApiResponse(
@@ -248,12 +248,8 @@ class IncidentList(APIView):
     )
     def get(self, request: Request) -> Response:
         rows = incidents_of(organization_for(request)).order_by("-started_at", "-id")
-        status = request.query_params.get("status")
+        status = choice_param(request, "status", IncidentStatus.values)
         if status:
-            if status not in IncidentStatus.values:
-                raise serializers.ValidationError(
-                    {"status": f"Unknown status {status!r}; use one of {', '.join(IncidentStatus.values)}."}
-                )
             rows = rows.filter(status=status)
         return Response(IncidentSerializer(rows[:500], many=True).data)
 

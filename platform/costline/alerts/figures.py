@@ -18,7 +18,7 @@ import numpy as np
 from costline.alerts.detection import DetectorConfig, score
 from costline.alerts.models import AlertIncident
 from costline.alerts.monitoring import HISTORY, SENSITIVITY, hourly_series
-from costline.budgets.figures import FONT, GRID
+from costline.budgets.figures import GRID, time_layout
 
 Figure = dict[str, Any]
 SERIES, EXPECTED, ANOMALY = "#636efa", "#ab63fa", "#ef553b"
@@ -93,15 +93,10 @@ def incident_figure(incident: AlertIncident, now: datetime, zone: ZoneInfo) -> F
             "marker": {"color": ANOMALY, "size": 9},
         },
     ]
-    layout = {
-        "font": {"family": FONT, "size": 12},
-        "margin": {"l": 60, "r": 20, "t": 10, "b": 40},
-        "height": 360,
-        "hovermode": "x unified",
-        "plot_bgcolor": "white",
-        "paper_bgcolor": "white",
-        "legend": {"orientation": "h", "y": -0.15},
-        "xaxis": {"type": "date", "gridcolor": GRID},
-        "yaxis": {"title": {"text": rule.metric}, "rangemode": "tozero", "gridcolor": GRID},
-    }
+    layout = time_layout(
+        360,
+        -0.15,
+        {"title": {"text": rule.metric}, "rangemode": "tozero", "gridcolor": GRID},
+        hovermode="x unified",
+    )
     return {"data": traces, "layout": layout}

@@ -25,6 +25,24 @@ GRID = "#e2e5eb"
 ACTUAL, FORECAST, LIMIT, THRESHOLD = "#636efa", "#ab63fa", "#ef553b", "#ffa15a"
 
 
+def time_layout(
+    height: int, legend_y: float, yaxis: dict[str, Any], xaxis: dict[str, Any] | None = None, **more: Any
+) -> dict[str, Any]:
+    """The layout the budget, incident and advisor charts share: a date x axis, white, a legend below;
+    `yaxis`, `xaxis` (added to the date axis) and `more` are each chart's own."""
+    return {
+        "font": {"family": FONT, "size": 12},
+        "margin": {"l": 60, "r": 20, "t": 10, "b": 40},
+        "height": height,
+        "plot_bgcolor": "white",
+        "paper_bgcolor": "white",
+        "legend": {"orientation": "h", "y": legend_y},
+        "xaxis": {"type": "date", "gridcolor": GRID, **(xaxis or {})},
+        "yaxis": yaxis,
+        **more,
+    }
+
+
 @dataclass
 class BurnDown:
     start: datetime  # the period, aware
@@ -196,16 +214,10 @@ def burn_down_figure(data: BurnDown) -> Figure:
                 "hovertemplate": "$%{y:,.2f}<extra>" + f"{percent}%" + "</extra>",
             }
         )
-    layout = {
-        "font": {"family": FONT, "size": 12},
-        "margin": {"l": 60, "r": 20, "t": 10, "b": 40},
-        "height": 360,
-        "hovermode": "closest",
-        "plot_bgcolor": "white",
-        "paper_bgcolor": "white",
-        "legend": {"orientation": "h", "y": -0.15},
-        "xaxis": {"type": "date", "range": [x0, x1], "gridcolor": GRID},
-        "yaxis": {
+    layout = time_layout(
+        360,
+        -0.15,
+        {
             "title": {"text": "Spend (USD)"},
             "rangemode": "tozero",
             "tickprefix": "$",
@@ -213,5 +225,7 @@ def burn_down_figure(data: BurnDown) -> Figure:
             "gridcolor": GRID,
             "zerolinecolor": GRID,
         },
-    }
+        xaxis={"range": [x0, x1]},
+        hovermode="closest",
+    )
     return {"data": traces, "layout": layout}

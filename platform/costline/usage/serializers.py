@@ -1,12 +1,15 @@
-"""The JSON shapes of the REST API: LLM calls, usage metrics, errors."""
+"""The JSON shapes of the REST API: LLM calls, usage metrics, errors (and `choice_param`, the 400 for a
+query parameter outside its choices)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
 from rest_framework import serializers
+from rest_framework.request import Request
 
 from costline.usage.metrics import INTERVALS, METRICS, MONEY_METRICS, UsageResult, Value
 from costline.usage.models import LLMCall
@@ -246,3 +249,16 @@ def _value(name: str, value: Value) -> object:
 
 def _iso(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def choice_param(request: Request, name: str, choices: Iterable[str]) -> str | None:
+    """The query parameter `name` when given (None when absent or empty); a 400 naming the choices when
+    it is not one of them."""
+    value = request.query_params.get(name)
+    if not value:
+        return None
+    allowed = list(choices)
+    if value not in allowed:
+        message = f"Unknown {name} {value!r}; use one of {', '.join(allowed)}."
+        raise serializers.ValidationError({name: message})
+    return value
