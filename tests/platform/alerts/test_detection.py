@@ -134,6 +134,23 @@ def test_one_sensitivity_gives_the_same_false_alarm_rate_on_smooth_and_bursty_se
     assert all(r <= 3 * allowed + 2 for r in rates)
 
 
+def test_a_new_record_scores_at_least_log10_of_half_the_values_seen() -> None:
+    # A bounded sensor-like series: a value a hair above everything before it is no large residual,
+    # but the last of n exchangeable values is a new high or low with probability 2/n only.
+    rng = np.random.default_rng(21)
+    level = rng.uniform(10.0, 11.0, 4000)
+    level[300] = level[:300].max() + 0.001
+    level[3000] = level[:3000].max() + 0.001
+    config = DetectorConfig(sensitivity=0.75)  # threshold 3: a 1-in-1,000 event
+
+    scores = score(level, hourly(level.size), config)
+
+    assert scores.score[300] >= np.log10(300 / 2)
+    assert scores.score[3000] >= np.log10(3000 / 2)
+    assert scores.anomalous[3000]
+    assert not scores.anomalous[300]  # 1 in 150: not yet an anomaly
+
+
 def test_the_threshold_falls_as_sensitivity_rises() -> None:
     assert (
         DetectorConfig(sensitivity=1.0).threshold
