@@ -151,6 +151,24 @@ def test_a_new_record_scores_at_least_log10_of_half_the_values_seen() -> None:
     assert not scores.anomalous[300]  # 1 in 150: not yet an anomaly
 
 
+@pytest.mark.parametrize("seed", range(5))
+def test_a_series_that_starts_flapping_is_flagged_though_no_point_of_it_stands_out(seed: int) -> None:
+    # A latency that alternates ±2.8 noise deviations around its usual level: each point is a
+    # 1-in-200 event, inside the range the series has seen, and the CUSUM of alternating misses
+    # stays near zero; only their moving size is unusual.
+    rng = np.random.default_rng(seed)
+    n = 2000
+    values = 100.0 + rng.normal(0.0, 1.0, n + 30)
+    values[n:] = 100.0 + 2.8 * np.where(np.arange(30) % 2 == 0, 1.0, -1.0) + rng.normal(0.0, 0.1, 30)
+    assert values[:n].min() < values[n:].min()
+    assert values[n:].max() < values[:n].max()
+    config = DetectorConfig(sensitivity=0.75)  # threshold 3: a 1-in-1,000 event
+
+    scores = score(values, hourly(values.size), config)
+
+    assert scores.anomalous[n:].any()
+
+
 def test_the_threshold_falls_as_sensitivity_rises() -> None:
     assert (
         DetectorConfig(sensitivity=1.0).threshold
