@@ -6,7 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 from costline.advisor.findings import ReplayResult
-from costline.budgets.figures import GRID, time_layout
+from costline.budgets.figures import time_layout
+from costline.charts import GRID
 
 BASELINE, REPLAYED = "#636efa", "#00cc96"
 

@@ -18,7 +18,8 @@ import numpy as np
 from costline.alerts.detection import DetectorConfig, score
 from costline.alerts.models import AlertIncident
 from costline.alerts.monitoring import HISTORY, SENSITIVITY, hourly_series
-from costline.budgets.figures import GRID, time_layout
+from costline.budgets.figures import time_layout
+from costline.charts import GRID
 
 Figure = dict[str, Any]
 SERIES, EXPECTED, ANOMALY = "#636efa", "#ab63fa", "#ef553b"

@@ -17,11 +17,10 @@ from zoneinfo import ZoneInfo
 
 from costline.budgets.models import Budget, BudgetPeriodState
 from costline.budgets.spend import usage_filters
+from costline.charts import FONT, GRID
 from costline.usage.metrics import QueryError, UsageQuery, usage
 
 Figure = dict[str, Any]
-FONT = "system-ui, -apple-system, Segoe UI, Roboto, Helvetica Neue, Arial, sans-serif"
-GRID = "#e2e5eb"
 ACTUAL, FORECAST, LIMIT, THRESHOLD = "#636efa", "#ab63fa", "#ef553b", "#ffa15a"
 
 

@@ -24,6 +24,7 @@ from zoneinfo import ZoneInfo
 from django.utils.html import format_html
 from django.utils.safestring import SafeString, mark_safe
 
+from costline.charts import FONT, GRID
 from costline.dashboards.labels import ADDITIVE_METRICS, group_label, metric_label
 from costline.dashboards.templatetags.costline_format import format_metric
 from costline.usage.metrics import METRICS, Series, UsageResult, Value
@@ -36,8 +37,6 @@ CHART_TYPES = {"line": "Line", "area": "Stacked area", "bar": "Bar"}
 MAX_SERIES = 10
 PERIOD_MS = {"minute": 60_000, "hour": 3_600_000, "day": 86_400_000}
 HOVER_FORMAT = {"minute": "%d %b %Y %H:%M", "hour": "%d %b %Y %H:%M", "day": "%a %d %b %Y"}
-FONT = "system-ui, -apple-system, Segoe UI, Roboto, Helvetica Neue, Arial, sans-serif"
-GRID = "#e2e5eb"
 # Plotly's own default colours, written out: a figure built as JSON gets no Python-side template.
 COLOURS = [
     "#636efa", "#ef553b", "#00cc96", "#ab63fa", "#ffa15a",
