@@ -74,6 +74,7 @@ _WEEK_BUCKETS = 168
 # Histogram of past statistics (in error scales): log-spaced edges from 1 to ~1,000.
 _EDGES = np.exp(np.linspace(0.0, math.log(1000.0), 49))
 _N_BINS = _EDGES.size + 1
+_N_STATS = 4  # scored statistics: point, CUSUM, moving average, drift
 # The histograms are kept in blocks of bins (see `_Tails`).
 _BLOCK = 8
 _N_BLOCKS = -(-_N_BINS // _BLOCK)
@@ -480,21 +481,20 @@ class _Tails:
 
     def __init__(self, n_series: int, decay: float, prior_weight: float) -> None:
         # One row per block, block-major: most statistics fall in block 0, whose rows are contiguous.
-        self.bins = np.zeros((_N_BLOCKS * 4 * n_series, _BLOCK))
-        self._rows = 4 * n_series
-        self.blocks = np.zeros((4 * n_series, _BLOCK))  # _N_BLOCKS < _BLOCK: the rest stay empty
-        self.total = np.zeros((4, n_series))
+        self.bins = np.zeros((_N_BLOCKS * _N_STATS * n_series, _BLOCK))
+        self.blocks = np.zeros((_N_STATS * n_series, _BLOCK))  # _N_BLOCKS < _BLOCK: the rest stay empty
+        self.total = np.zeros((_N_STATS, n_series))
         self.weight = np.ones(n_series)
         self.decay = decay
         self.prior_weight = prior_weight
-        self._row = np.arange(4 * n_series).reshape(4, n_series)
+        self._row = np.arange(_N_STATS * n_series).reshape(_N_STATS, n_series)
 
     def surprise(self, stat: FloatArray, bins: npt.NDArray[np.intp], prior: FloatArray) -> FloatArray:
         """−log10 P(stat ≥ observed) from the series' histogram, blended with the prior tail
         probability `prior`. `stat`, `bins` and `prior` are (statistic, series)."""
         block, offset = np.divmod(bins, _BLOCK)
         within = (
-            self.bins.take((block * self._rows + self._row).ravel(), axis=0) @ _TAIL_OF
+            self.bins.take((block * self._row.size + self._row).ravel(), axis=0) @ _TAIL_OF
         )  # tails in the block
         above = within.take(self._row.ravel() * _BLOCK + offset.ravel())
         later = self.blocks @ _TAIL_OF_LATER  # tails over the whole blocks after each block
@@ -508,15 +508,15 @@ class _Tails:
         self.weight = np.where(counted, self.weight / self.decay, self.weight)
         w = np.broadcast_to(np.where(counted, self.weight, 0.0), bins.shape)
         block = bins // _BLOCK
-        self.bins.reshape(-1)[((block * self._rows + self._row) * _BLOCK + bins % _BLOCK).ravel()] += (
+        self.bins.reshape(-1)[((block * self._row.size + self._row) * _BLOCK + bins % _BLOCK).ravel()] += (
             w.ravel()
         )
         self.blocks.reshape(-1)[(self._row * _BLOCK + block).ravel()] += w.ravel()
         self.total += w
         big = self.weight > 1e100
         if big.any():
-            scale = np.broadcast_to(self.weight, bins.shape)
-            self.bins.reshape(_N_BLOCKS, 4, -1, _BLOCK)[:, :, big] /= scale[None, :, big, None]
-            self.blocks.reshape(4, -1, _BLOCK)[:, big] /= scale[:, big, None]
-            self.total[:, big] /= scale[:, big]
+            scale = self.weight[big]
+            self.bins.reshape(_N_BLOCKS, _N_STATS, -1, _BLOCK)[:, :, big] /= scale[:, None]
+            self.blocks.reshape(_N_STATS, -1, _BLOCK)[:, big] /= scale[:, None]
+            self.total[:, big] /= scale
             self.weight[big] = 1.0
