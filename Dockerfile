@@ -25,5 +25,10 @@ RUN pip install -e . \
 COPY --from=speedups /app/.costline/speedups /app/.costline/speedups
 
 USER costline
+# Compile the anomaly detector's loop once at build (numba caches it in the user's home: /app is not
+# writable by this user), so a container's first alert run does not spend seconds compiling it. A
+# host whose CPU differs from the build's compiles it again on first use, into the same cache.
+ENV NUMBA_CACHE_DIR=/home/costline/.cache/numba
+RUN python -c "import numpy as np; from costline.alerts.detection import score; score(np.zeros(2), np.arange(2))"
 EXPOSE 8000 4317 4318
 CMD ["gunicorn", "costline.wsgi:application", "--bind", "0.0.0.0:8000", "--access-logfile", "-"]

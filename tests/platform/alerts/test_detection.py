@@ -119,6 +119,25 @@ def test_scoring_many_series_at_once_equals_scoring_each() -> None:
     np.testing.assert_allclose(batch.score[1], score(b, ts).score, equal_nan=True)
 
 
+def test_each_series_of_a_batch_is_scored_as_alone_whatever_the_gaps_and_clocks_of_the_others() -> None:
+    rng = np.random.default_rng(10)
+    latency = 800 + rng.normal(0, 30, (3, 600))
+    latency[:, 450] = 2500  # the same outlier in every series
+    for row, (start, stop) in enumerate([(200, 260), (300, 301), (449, 450)]):
+        latency[row, start:stop] = np.nan  # hours with no calls, a different one in each series
+    latency[1, [299, 301]] += 400  # two misses in a row, across a gap: a level shift
+    latency[1, 440:449] += 300  # a shift that ends where the third series has its gap
+    clocks = np.stack([hourly(600), hourly(600) + 5 * HOUR, hourly(600) - 30 * HOUR])  # time zones
+
+    batch = score_many(latency, clocks)
+
+    for row in range(3):
+        alone = score(latency[row], clocks[row])
+        for field in ("score", "expected", "low", "high"):
+            np.testing.assert_array_equal(getattr(batch, field)[row], getattr(alone, field))
+    assert batch.anomalous[:, 450].all()
+
+
 @pytest.mark.parametrize("sensitivity", [0.5, 1.0])
 def test_one_sensitivity_gives_the_same_false_alarm_rate_on_smooth_and_bursty_series(
     sensitivity: float,
