@@ -11,12 +11,17 @@ requests back to back over one keep-alive connection), it times:
   call reserves, goes upstream, settles and emits its span;
 - cache hit: the same request answered from the exact cache.
 
+Each level runs twice: back to back (the gateway saturated, so at 50 and 200 clients the latency is
+mostly queueing: Little's law makes it clients / throughput), then paced at `--rate` requests a second
+in all (500 by default, a quarter of what one gateway process serves on two cores), which is the
+latency a caller sees from a gateway that is not overloaded, with that many connections open.
+
 "added" is gateway minus direct at the same percentile. The gateway's own time per request as it
 measures it (`costline_gateway_overhead_seconds`, the request's time less the upstream's) is read from
 its /metrics. Needs DATABASE_URL (migrated) and REDIS_URL, like the platform.
 
     .venv/bin/python bench/gateway.py                      # 1, 50 and 200 clients
-    .venv/bin/python bench/gateway.py --clients 1 50 --requests 1000
+    .venv/bin/python bench/gateway.py --clients 1 50 --requests 1000 --rate 0
 
 Targets (issue 6): added p50 under 1 ms and p99 under 5 ms; cache-hit p99 under 5 ms.
 """
@@ -121,16 +126,23 @@ class Connection:
 
 
 async def run_level(
-    port: int, path: str, clients: int, requests: int, headers: dict[str, str]
+    port: int, path: str, clients: int, requests: int, headers: dict[str, str], rate: float | None = None
 ) -> list[float]:
+    """Latencies of `requests` calls from `clients` connections: back to back, or paced so that all
+    of them together send `rate` requests a second (each connection on its own evenly spaced
+    schedule, the connections staggered)."""
     body = json.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "ping"}]}).encode()
     latencies: list[float] = []
     per_client = max(1, requests // clients)
+    begin = time.perf_counter()
 
-    async def client() -> None:
+    async def client(number: int) -> None:
         conn = Connection(port)
         try:
-            for _ in range(per_client):
+            for sent in range(per_client):
+                if rate is not None:
+                    due = begin + (number + sent * clients) / rate
+                    await asyncio.sleep(max(0.0, due - time.perf_counter()))
                 started = time.perf_counter()
                 status, answer = await conn.post(path, body, headers)
                 latencies.append(time.perf_counter() - started)
@@ -139,7 +151,7 @@ async def run_level(
         finally:
             conn.close()
 
-    await asyncio.gather(*(client() for _ in range(clients)))
+    await asyncio.gather(*(client(number) for number in range(clients)))
     return latencies
 
 
@@ -185,6 +197,12 @@ def main() -> None:
     )
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 50, 200])
     parser.add_argument("--requests", type=int, default=2000, help="requests per level and mode")
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=500.0,
+        help="also run every level paced at this many requests a second in all (0: back to back only)",
+    )
     args = parser.parse_args()
 
     key, _ = setup_tenant()
@@ -227,7 +245,9 @@ def main() -> None:
             wait_port(port)
         auth = {"authorization": f"Bearer {key}"}
         asyncio.run(run_level(gateway_port, "/v1/chat/completions", 4, 200, auth))  # warm up, fill the cache
-        for clients in args.clients:
+        loads: list[float | None] = [None, *([args.rate] if args.rate > 0 else [])]
+        for rate, clients in [(rate, clients) for rate in loads for clients in args.clients]:
+            load = "back to back" if rate is None else f"{rate:,.0f}/s"
             modes: list[tuple[str, int, str, dict[str, str]]] = [
                 ("direct", upstream_port, "/v1/chat/completions", {}),
                 (
@@ -240,23 +260,25 @@ def main() -> None:
             ]
             results: dict[str, list[float]] = {}
             for name, port, path, headers in modes:
-                print(f"  {clients:>3} clients: {name} …", file=sys.stderr, flush=True)
+                print(f"  {clients:>3} clients, {load}: {name} …", file=sys.stderr, flush=True)
                 started = time.perf_counter()
-                results[name] = asyncio.run(run_level(port, path, clients, args.requests, headers))
-                rate = len(results[name]) / (time.perf_counter() - started)
+                results[name] = asyncio.run(run_level(port, path, clients, args.requests, headers, rate))
+                achieved = len(results[name]) / (time.perf_counter() - started)
                 rows.append(
                     (
                         str(clients),
+                        load,
                         name,
                         f"{pct(results[name], 0.5):.3f}",
                         f"{pct(results[name], 0.99):.3f}",
-                        f"{rate:,.0f}",
+                        f"{achieved:,.0f}",
                     )
                 )
             direct, through = results["direct"], results["gateway (no cache)"]
             rows.append(
                 (
                     str(clients),
+                    load,
                     "added by the gateway",
                     f"{pct(through, 0.5) - pct(direct, 0.5):.3f}",
                     f"{pct(through, 0.99) - pct(direct, 0.99):.3f}",
@@ -269,12 +291,12 @@ def main() -> None:
             child.terminate()
         for child in children:
             child.wait(timeout=30)
-    header = ("clients", "mode", "p50 ms", "p99 ms", "req/s")
+    header = ("clients", "load", "mode", "p50 ms", "p99 ms", "req/s")
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     for row in [header, *rows]:
         print(
             "  ".join(
-                cell.ljust(w) if i == 1 else cell.rjust(w)
+                cell.ljust(w) if i in (1, 2) else cell.rjust(w)
                 for i, (cell, w) in enumerate(zip(row, widths, strict=True))
             )
         )

@@ -1,9 +1,10 @@
 """What the gateway tells about its calls: one OTel GenAI span per call, and Prometheus metrics.
 
-Spans go to the collector over OTLP/HTTP, exported with the caller's own gateway key (the collector
-accepts gateway keys as it accepts ingest keys), so each organisation's calls land in that organisation
-whichever tenants share a batch. The span carries the GenAI semantic conventions' attributes (the
-collector prices it like any other call) and Costline's own:
+Spans go to the collector over OTLP/HTTP (encoded and shipped by `inference.gateway.spans`), exported
+with the caller's own gateway key (the collector accepts gateway keys as it accepts ingest keys), so
+each organisation's calls land in that organisation whichever tenants share a batch. The span carries
+the GenAI semantic conventions' attributes (the collector prices it like any other call) and
+Costline's own:
 
 | attribute | value |
 |---|---|
@@ -19,92 +20,16 @@ collector prices it like any other call) and Costline's own:
 
 from __future__ import annotations
 
-import logging
-import threading
-from collections.abc import Sequence
-from contextvars import ContextVar
+import random
 from typing import Any
 
-from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
-from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
-from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
-log = logging.getLogger(__name__)
+from inference.gateway.spans import SpanShipper, encode_span
 
 KEY_ATTRIBUTE = "costline.gateway_key"
 SCOPE = "costline.gateway"
-
-_PLANNED: ContextVar[tuple[int, int] | None] = ContextVar("costline_gateway_span_ids", default=None)
-
-
-class _PlannedIds(RandomIdGenerator):
-    """The trace and span ids a call chose when it began, used when its span is made at the end.
-
-    The upstream request carried them as its W3C `traceparent`, so vLLM made the gateway's span the parent
-    of its own; the collector then stores the call once (the client's span wins, README "Self-hosted
-    cost"), not once per process that saw it.
-    """
-
-    def generate_trace_id(self) -> int:
-        planned = _PLANNED.get()
-        return planned[0] if planned else super().generate_trace_id()
-
-    def generate_span_id(self) -> int:
-        planned = _PLANNED.get()
-        return planned[1] if planned else super().generate_span_id()
-
-
-class KeyedExporter(SpanExporter):
-    """Exports each batch per gateway key, with that key as the OTLP credential."""
-
-    def __init__(self, otlp_url: str) -> None:
-        self.endpoint = otlp_url.rstrip("/") + "/v1/traces"
-        self._secrets: dict[str, str] = {}
-        self._exporters: dict[str, OTLPSpanExporter] = {}
-        self._lock = threading.Lock()
-
-    def remember(self, prefix: str, secret: str) -> None:
-        """The key of a span's `costline.gateway_key` prefix (set before the span ends)."""
-        if self._secrets.get(prefix) != secret:
-            with self._lock:
-                self._secrets[prefix] = secret
-                self._exporters.pop(prefix, None)
-
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        groups: dict[str, list[ReadableSpan]] = {}
-        for span in spans:
-            prefix = str((span.attributes or {}).get(KEY_ATTRIBUTE, ""))
-            groups.setdefault(prefix, []).append(span)
-        result = SpanExportResult.SUCCESS
-        for prefix, group in groups.items():
-            with self._lock:
-                secret = self._secrets.get(prefix)
-                exporter = self._exporters.get(prefix)
-                if exporter is None and secret is not None:
-                    exporter = OTLPSpanExporter(
-                        endpoint=self.endpoint, headers={"Authorization": f"Bearer {secret}"}, timeout=10
-                    )
-                    self._exporters[prefix] = exporter
-            if exporter is None:
-                log.error("dropping %d gateway spans: no key known for prefix %r", len(group), prefix)
-                result = SpanExportResult.FAILURE
-                continue
-            if exporter.export(group) is not SpanExportResult.SUCCESS:
-                result = SpanExportResult.FAILURE
-        return result
-
-    def shutdown(self) -> None:
-        with self._lock:
-            exporters = list(self._exporters.values())
-        for exporter in exporters:
-            exporter.shutdown()
-
-    def force_flush(self, timeout_millis: int = 30_000) -> bool:
-        return True
+RESOURCE = {"service.name": "costline-gateway", "telemetry.sdk.language": "python"}
 
 
 class Telemetry:
@@ -156,19 +81,24 @@ class Telemetry:
             ["upstream"],
             registry=self.registry,
         )
-        self.exporter: KeyedExporter | None = None
-        self.provider: TracerProvider | None = None
-        self.tracer: Tracer | None = None
-        if otlp_url:
-            self.exporter = KeyedExporter(otlp_url)
-            self.provider = TracerProvider(
-                resource=Resource.create({"service.name": "costline-gateway"}), id_generator=_PlannedIds()
+        self.spans = Counter(
+            "costline_gateway_spans",
+            "Call spans by outcome: exported to the collector, or dropped (refused, or too many waiting).",
+            ["outcome"],
+            registry=self.registry,
+        )
+        # Batches of up to 128 spans, every 0.2 s: a span reaches the collector within about 0.2 s.
+        self.shipper = (
+            SpanShipper(
+                otlp_url,
+                RESOURCE,
+                SCOPE,
+                on_exported=self.spans.labels("exported").inc,
+                on_dropped=self.spans.labels("dropped").inc,
             )
-            # 512-span batches every second: a span reaches the collector within about a second.
-            self.provider.add_span_processor(
-                BatchSpanProcessor(self.exporter, max_export_batch_size=512, schedule_delay_millis=1000)
-            )
-            self.tracer = self.provider.get_tracer(SCOPE)
+            if otlp_url
+            else None
+        )
 
     def metrics_text(self) -> bytes:
         return generate_latest(self.registry)
@@ -184,26 +114,30 @@ class Telemetry:
         error: str | None = None,
         ids: tuple[int, int] | None = None,
     ) -> None:
-        """Record one finished call as a span (exported in the background, batched); `ids` are the
-        (trace id, span id) its upstream request announced, if any."""
-        if self.tracer is None or self.exporter is None:
+        """Record one finished call as a span (exported in the background, batched). `ids` are the
+        (trace id, span id) its upstream request announced as its W3C `traceparent`, so that vLLM made
+        the gateway's span the parent of its own; the collector then stores the call once (the
+        client's span wins, README "Self-hosted cost"), not once per process that saw it."""
+        if self.shipper is None:
             return
-        self.exporter.remember(str(attributes[KEY_ATTRIBUTE]), secret)
-        planned = _PLANNED.set(ids)
-        try:
-            span = self.tracer.start_span(
-                name,
-                kind=SpanKind.CLIENT,
-                start_time=start_ns,
-                attributes={k: v for k, v in attributes.items() if v is not None},
-            )
-        finally:
-            _PLANNED.reset(planned)
-        if error:
-            span.set_attribute("error.type", error)
-            span.set_status(Status(StatusCode.ERROR, error))
-        span.end(end_time=end_ns)
+        trace_id, span_id = ids or (random.getrandbits(128) or 1, random.getrandbits(64) or 1)
+        self.shipper.add(
+            secret,
+            encode_span(
+                trace_id=trace_id,
+                span_id=span_id,
+                name=name,
+                start_ns=start_ns,
+                end_ns=end_ns,
+                attributes=attributes,
+                error=error,
+            ),
+        )
+
+    def force_flush(self, timeout_s: float = 30.0) -> bool:
+        """Post the spans waiting now; True when none is left."""
+        return self.shipper is None or self.shipper.force_flush(timeout_s)
 
     def shutdown(self) -> None:
-        if self.provider is not None:
-            self.provider.shutdown()
+        if self.shipper is not None:
+            self.shipper.shutdown()

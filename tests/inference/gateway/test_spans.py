@@ -31,7 +31,7 @@ def test_gateway_calls_are_stored_priced_in_the_callers_organisation(gateway, li
 
     first = gateway.post("/chat/completions", caller.key, body, **{"X-Costline-Feature": "summarize"})
     again = gateway.post("/chat/completions", caller.key, body, **{"X-Costline-Feature": "summarize"})
-    gateway.server.app.gateway.telemetry.provider.force_flush()
+    gateway.server.app.gateway.telemetry.force_flush()
 
     miss, hit = stored_calls(caller.org, 2)
     full = cost("openai", "gpt-4o-mini", "chat", 11, 7)
@@ -57,7 +57,7 @@ def test_a_failed_call_is_stored_as_an_error(gateway, live_key):
     gateway.post(
         "/chat/completions", caller.key, {"model": "all-down", "messages": [{"role": "user", "content": "x"}]}
     )
-    gateway.server.app.gateway.telemetry.provider.force_flush()
+    gateway.server.app.gateway.telemetry.force_flush()
 
     (call,) = stored_calls(caller.org, 1)
     assert call.status == "error"
@@ -78,7 +78,7 @@ def test_a_gateway_call_carries_its_prompt_evidence_not_its_text(gateway, live_k
     }
 
     gateway.post("/chat/completions", caller.key, body)
-    gateway.server.app.gateway.telemetry.provider.force_flush()
+    gateway.server.app.gateway.telemetry.force_flush()
 
     (call,) = stored_calls(caller.org, 1)
     expected = from_openai_request(body, call.input_tokens)
