@@ -161,10 +161,8 @@ class SpanShipper:
     def add(self, secret: str, span: bytes) -> None:
         """Queue one encoded span, to be exported with the gateway key `secret`."""
         with self._lock:
-            if self._queued >= self.max_queued:
-                full = True
-            else:
-                full = False
+            full = self._queued >= self.max_queued
+            if not full:
                 self._pending.setdefault(secret, []).append(span)
                 self._queued += 1
                 if self._queued >= self.batch_size:
@@ -195,7 +193,7 @@ class SpanShipper:
         self._stopping = True
         self._wake.set()
         self._thread.join(timeout=5)
-        if not self.force_flush(timeout_s) and self._queued:
+        if not self.force_flush(timeout_s):
             self._on_dropped(self._queued)
             log.error("dropping %d gateway spans at shutdown: the collector did not take them", self._queued)
         if self._connection is not None:

@@ -354,19 +354,19 @@ def _series(x: FloatArray, day_bucket: IntArray, week_bucket: IntArray, p: _Para
         n_week = min(week_seen[wb], p.week_memory)
         s_day = _median(day_ring, db, n_day, scratch)
         s_week = _median(week_ring, wb, n_week, scratch)
-        # A bucket not seen yet forecasts like the level.
-        pred[0] = level[0]
-        pred[1] = level[1] + s_day if n_day > 0 else level[0]
-        pred[2] = level[2] + s_week if n_week > 0 else level[0]
+        # Per forecaster: values its bucket holds (the level has no bucket) and the bucket's median.
+        held = (1, n_day, n_week)
+        median = (0.0, s_day, s_week)
         # Error scale floor: 1% of the series' typical magnitude, so a flat series does not score a
         # rounding change as infinite surprise; zero for a series that has only ever been zero.
         floor = max(0.01 * mean_abs, 1e-12)
         best = 0
         for k in range(3):
+            # A bucket not seen yet forecasts like the level.
+            pred[k] = level[k] + median[k] if held[k] > 0 else level[0]
             resid[k] = xi - pred[k]
             scale_m[k] = max(err[k], floor)
-            # Until the first point is learnt, the level wins (ties go to the first).
-            if sel_err[k] + (0.0 if seen > 0 else k) < sel_err[best] + (0.0 if seen > 0 else best):
+            if sel_err[k] < sel_err[best]:  # ties go to the first: the level, while nothing is learnt
                 best = k
         r = resid[best]
         sc_global = scale_m[best]
@@ -456,7 +456,7 @@ def _series(x: FloatArray, day_bucket: IntArray, week_bucket: IntArray, p: _Para
                 run[k] = run[k] + side if np.sign(run[k]) == side else side
             else:
                 run[k] = 0.0
-            has = k == 0 or (n_day if k == 1 else n_week) > 0
+            has = held[k] > 0
             in_run = has and abs(run[k]) >= p.shift_run
             if k == best:
                 shifted = in_run
@@ -466,17 +466,18 @@ def _series(x: FloatArray, day_bucket: IntArray, week_bucket: IntArray, p: _Para
                 level[0] += p.level_alpha * rc
             elif has:
                 level[k] += p.seasonal_level_alpha * rc
+            stored = median[k] + rc if has else xi - level[k]
             if k == 1:
-                day_ring[db, day_seen[db] % p.day_memory] = s_day + rc if n_day > 0 else xi - level[1]
+                day_ring[db, day_seen[db] % p.day_memory] = stored
             elif k == 2:
-                week_ring[wb, week_seen[wb] % p.week_memory] = s_week + rc if n_week > 0 else xi - level[2]
+                week_ring[wb, week_seen[wb] % p.week_memory] = stored
             err[k] += rate * ((size if seen < p.warmup else min(size, limit)) - err[k])
             sel_err[k] += max(p.select_beta, rate) * (size - sel_err[k])
             if in_run and _RESTARTS[k]:
                 # A level shift: restart the level at the new value, widen the scale to an
                 # eighth of the miss (a quarter kept the return from a runaway loop from
                 # counting as a shift: the forecast took 15 hours to come back).
-                level[k] = xi - (0.0 if k == 0 else (s_day if k == 1 else s_week))
+                level[k] = xi - median[k]
                 err[k] = max(err[k], size / (2 * c))
                 run[k] = 0.0
         day_seen[db] += 1

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -131,33 +131,36 @@ def counts() -> dict[str, int]:
     return {"exported": 0, "dropped": 0}
 
 
-def shipper(url: str, counts: dict[str, int], **options: float) -> SpanShipper:
-    def count(kind: str):
+@pytest.fixture
+def shipper(counts: dict[str, int]) -> Iterator[Callable[..., SpanShipper]]:
+    """Makes shippers that count into `counts`, and shuts them down after the test."""
+    made: list[SpanShipper] = []
+
+    def count(kind: str) -> Callable[[int], None]:
         return lambda n: counts.__setitem__(kind, counts[kind] + n)
 
-    return SpanShipper(
-        url,
-        {"service.name": "costline-gateway"},
-        "costline.gateway",
-        delay_s=options.pop("delay_s", 60.0),  # nothing goes but by force_flush unless a test says so
-        on_exported=count("exported"),
-        on_dropped=count("dropped"),
-        **options,  # type: ignore[arg-type]
-    )
+    def make(url: str, **options: float) -> SpanShipper:
+        made.append(
+            SpanShipper(
+                url,
+                {"service.name": "costline-gateway"},
+                "costline.gateway",
+                delay_s=options.pop("delay_s", 60.0),  # nothing goes but by force_flush unless a test says so
+                on_exported=count("exported"),
+                on_dropped=count("dropped"),
+                **options,  # type: ignore[arg-type]
+            )
+        )
+        return made[-1]
 
-
-@pytest.fixture
-def running() -> Iterator[list[SpanShipper]]:
-    shippers: list[SpanShipper] = []
-    yield shippers
-    for s in shippers:
+    yield make
+    for s in made:
         s.shutdown(timeout_s=1)
 
 
-def test_each_key_gets_its_own_batches_with_its_own_credential(counts, running) -> None:
+def test_each_key_gets_its_own_batches_with_its_own_credential(counts, shipper) -> None:
     collector = Collector([])
-    s = shipper(collector.url, counts)
-    running.append(s)
+    s = shipper(collector.url)
     for n in range(1, 6):
         s.add("key-a" if n % 2 else "key-b", one_span(span_id=n))
 
@@ -169,11 +172,10 @@ def test_each_key_gets_its_own_batches_with_its_own_credential(counts, running) 
 
 
 def test_a_collector_that_answers_503_gets_the_same_spans_again_after_its_retry_after(
-    counts, running
+    counts, shipper
 ) -> None:
     collector = Collector([(503, {"Retry-After": "0.3"}), (429, {"Retry-After": "0.2"})])
-    s = shipper(collector.url, counts, delay_s=0.05)
-    running.append(s)
+    s = shipper(collector.url, delay_s=0.05)
     for n in range(3):
         s.add("key-a", one_span(span_id=n + 1))
 
@@ -191,23 +193,21 @@ def test_a_collector_that_answers_503_gets_the_same_spans_again_after_its_retry_
     assert counts == {"exported": 3, "dropped": 0}
 
 
-def test_a_collector_that_is_down_keeps_the_spans_queued_until_it_is_back(counts, running) -> None:
+def test_a_collector_that_is_down_keeps_the_spans_queued_until_it_is_back(counts, shipper) -> None:
     collector = Collector([])
     port = collector.server.server_address[1]
     collector.server.shutdown()
     collector.server.server_close()  # nothing listens on the port now
-    s = shipper(f"http://127.0.0.1:{port}", counts)
-    running.append(s)
+    s = shipper(f"http://127.0.0.1:{port}")
     s.add("key-a", one_span())
 
     assert not s.force_flush(1.0)
     assert (s.queued, counts["dropped"]) == (1, 0)
 
 
-def test_a_refused_batch_is_dropped_and_counted_not_retried_for_ever(counts, running) -> None:
+def test_a_refused_batch_is_dropped_and_counted_not_retried_for_ever(counts, shipper) -> None:
     collector = Collector([(401, {})])
-    s = shipper(collector.url, counts)
-    running.append(s)
+    s = shipper(collector.url)
     s.add("revoked-key", one_span())
     s.add("revoked-key", one_span(span_id=2))
 
@@ -217,10 +217,9 @@ def test_a_refused_batch_is_dropped_and_counted_not_retried_for_ever(counts, run
     assert counts == {"exported": 0, "dropped": 2}
 
 
-def test_spans_beyond_the_queue_bound_are_dropped_and_counted(counts, running) -> None:
+def test_spans_beyond_the_queue_bound_are_dropped_and_counted(counts, shipper) -> None:
     collector = Collector([])
-    s = shipper(collector.url, counts, max_queued=3)
-    running.append(s)
+    s = shipper(collector.url, max_queued=3)
     for n in range(5):
         s.add("key-a", one_span(span_id=n + 1))
 
@@ -234,10 +233,9 @@ def test_spans_beyond_the_queue_bound_are_dropped_and_counted(counts, running) -
     assert counts == {"exported": 3, "dropped": 2}
 
 
-def test_a_full_batch_goes_without_waiting_for_the_delay(counts, running) -> None:
+def test_a_full_batch_goes_without_waiting_for_the_delay(counts, shipper) -> None:
     collector = Collector([])
-    s = shipper(collector.url, counts, batch_size=4)
-    running.append(s)
+    s = shipper(collector.url, batch_size=4)
     for n in range(4):
         s.add("key-a", one_span(span_id=n + 1))
 
