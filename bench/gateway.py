@@ -16,12 +16,15 @@ mostly queueing: Little's law makes it clients / throughput), then paced at `--r
 in all (500 by default, a quarter of what one gateway process serves on two cores), which is the
 latency a caller sees from a gateway that is not overloaded, with that many connections open.
 
-"added" is gateway minus direct at the same percentile. The gateway's own time per request as it
+"added" is gateway minus direct at the same percentile. "CPU ms/call" is the CPU time the gateway
+(all its workers) and the collector used over a mode, per call: what a call costs them whatever else
+the machine runs. The gateway's own time per request as it
 measures it (`costline_gateway_overhead_seconds`, the request's time less the upstream's) is read from
 its /metrics. Needs DATABASE_URL (migrated) and REDIS_URL, like the platform.
 
     .venv/bin/python bench/gateway.py                      # 1, 50 and 200 clients
     .venv/bin/python bench/gateway.py --clients 1 50 --requests 1000 --rate 0
+    .venv/bin/python bench/gateway.py --workers 2          # two gateway processes on the port
 
 Targets (issue 6): added p50 under 1 ms and p99 under 5 ms; cache-hit p99 under 5 ms.
 """
@@ -160,6 +163,19 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process and its children now alive (a gateway's workers)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except FileNotFoundError:
+        return 0.0
+    total += (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+    return total + sum(cpu_seconds(int(child)) for child in children)
+
+
 def overhead_from_metrics(port: int) -> dict[str, float]:
     import httpx
 
@@ -203,6 +219,12 @@ def main() -> None:
         default=500.0,
         help="also run every level paced at this many requests a second in all (0: back to back only)",
     )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="gateway processes sharing its port (manage.py gateway --workers)",
+    )
     args = parser.parse_args()
 
     key, _ = setup_tenant()
@@ -218,27 +240,26 @@ def main() -> None:
         "COSTLINE_GATEWAY_OTLP_URL": f"http://127.0.0.1:{collector_http}",
     }
     manage = str(ROOT / "manage.py")
-    children = [
-        subprocess.Popen([sys.executable, "-c", UPSTREAM, str(upstream_port)]),
-        subprocess.Popen(
-            [
-                sys.executable,
-                manage,
-                "collector",
-                "--http-port",
-                str(collector_http),
-                "--grpc-port",
-                str(collector_grpc),
-            ],
-            env=env,
-            stdout=subprocess.DEVNULL,
-        ),
-        subprocess.Popen(
-            [sys.executable, manage, "gateway", "--port", str(gateway_port)],
-            env=env,
-            stdout=subprocess.DEVNULL,
-        ),
-    ]
+    upstream = subprocess.Popen([sys.executable, "-c", UPSTREAM, str(upstream_port)])
+    collector = subprocess.Popen(
+        [
+            sys.executable,
+            manage,
+            "collector",
+            "--http-port",
+            str(collector_http),
+            "--grpc-port",
+            str(collector_grpc),
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+    )
+    gateway = subprocess.Popen(
+        [sys.executable, manage, "gateway", "--port", str(gateway_port), "--workers", str(args.workers)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+    )
+    children = [upstream, collector, gateway]
     rows: list[tuple[str, ...]] = []
     try:
         for port in (upstream_port, collector_http, gateway_port):
@@ -262,8 +283,13 @@ def main() -> None:
             for name, port, path, headers in modes:
                 print(f"  {clients:>3} clients, {load}: {name} …", file=sys.stderr, flush=True)
                 started = time.perf_counter()
+                cpu = [cpu_seconds(p.pid) for p in (gateway, collector)]
                 results[name] = asyncio.run(run_level(port, path, clients, args.requests, headers, rate))
                 achieved = len(results[name]) / (time.perf_counter() - started)
+                used = [
+                    (cpu_seconds(p.pid) - before) * 1000 / len(results[name])
+                    for p, before in zip((gateway, collector), cpu, strict=True)
+                ]
                 rows.append(
                     (
                         str(clients),
@@ -272,6 +298,7 @@ def main() -> None:
                         f"{pct(results[name], 0.5):.3f}",
                         f"{pct(results[name], 0.99):.3f}",
                         f"{achieved:,.0f}",
+                        *(f"{ms:.2f}" for ms in used),
                     )
                 )
             direct, through = results["direct"], results["gateway (no cache)"]
@@ -283,6 +310,8 @@ def main() -> None:
                     f"{pct(through, 0.5) - pct(direct, 0.5):.3f}",
                     f"{pct(through, 0.99) - pct(direct, 0.99):.3f}",
                     "",
+                    "",
+                    "",
                 )
             )
         own = overhead_from_metrics(gateway_port)
@@ -291,7 +320,7 @@ def main() -> None:
             child.terminate()
         for child in children:
             child.wait(timeout=30)
-    header = ("clients", "load", "mode", "p50 ms", "p99 ms", "req/s")
+    header = ("clients", "load", "mode", "p50 ms", "p99 ms", "req/s", "gateway CPU ms/call", "collector CPU")
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     for row in [header, *rows]:
         print(

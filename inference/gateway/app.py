@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -73,7 +74,7 @@ class GatewayApp:
     async def _route(self, scope: Scope, receive: Receive) -> Answer:
         path, method = scope["path"], scope["method"]
         if path == "/health":
-            return Answer(200, {"status": "ok"})
+            return Answer(200, {"status": "ok", "worker": os.getpid()})
         if path == "/metrics" and method == "GET":
             return Answer(200, raw=self.gateway.telemetry.metrics_text(), content_type=CONTENT_TYPE_LATEST)
         operation = OPERATIONS.get(path)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import aiohttp
 import redis.asyncio as aioredis
 import uvicorn
+import uvloop
 from django.conf import settings
 
 from inference.gateway import routes as route_config
@@ -115,3 +116,9 @@ def build_server(host: str, port: int, **app_options: object) -> GatewayServer:
     from collector.server import bind_socket
 
     return GatewayServer(build_app(**app_options), bind_socket(host, port))  # type: ignore[arg-type]
+
+
+def serve(sock: socket.socket) -> None:
+    """Serve the gateway on a bound socket until SIGTERM or SIGINT, in uvloop's event loop (libuv, in
+    C): under the pure-Python selector loop the loop's own work was a fifth of the gateway's CPU."""
+    uvloop.run(GatewayServer(build_app(), sock).serve())

@@ -20,10 +20,11 @@ Costline's own:
 
 from __future__ import annotations
 
+import os
 import random
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
 
 from inference.gateway.spans import SpanShipper, encode_span
 
@@ -101,6 +102,12 @@ class Telemetry:
         )
 
     def metrics_text(self) -> bytes:
+        """The metrics in Prometheus' text format: of the whole gateway when it runs as several workers
+        (`inference.gateway.workers`: each writes its values to files in PROMETHEUS_MULTIPROC_DIR)."""
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)
+            return generate_latest(registry)
         return generate_latest(self.registry)
 
     def span(

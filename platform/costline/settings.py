@@ -341,6 +341,8 @@ VLLM_INGEST_KEY = env_str("COSTLINE_VLLM_INGEST_KEY", "")
 # --- Inference gateway (inference/gateway) ------------------------------------------------------------
 GATEWAY_HOST = env_str("COSTLINE_GATEWAY_HOST", "0.0.0.0")  # noqa: S104 - a network service
 GATEWAY_PORT = env_int("COSTLINE_GATEWAY_PORT", 8100, minimum=0)
+# Gateway processes sharing the port (SO_REUSEPORT), one core each; the gateway itself is stateless.
+GATEWAY_WORKERS = env_int("COSTLINE_GATEWAY_WORKERS", 1, minimum=1)
 # The gateway as services reach it (shown on the gateway keys page).
 GATEWAY_PUBLIC_URL = env_str("COSTLINE_GATEWAY_URL", f"http://localhost:{GATEWAY_PORT}")
 # Model aliases, upstreams, fallbacks and cascades: JSON, or the path of a JSON file (README, "Routing").
