@@ -225,6 +225,11 @@ def main() -> None:
         default=1,
         help="gateway processes sharing its port (manage.py gateway --workers)",
     )
+    parser.add_argument(
+        "--no-spans",
+        action="store_true",
+        help="the gateway exports no spans (what they cost it and the collector)",
+    )
     args = parser.parse_args()
 
     key, _ = setup_tenant()
@@ -237,7 +242,7 @@ def main() -> None:
     env = {
         **os.environ,
         "COSTLINE_GATEWAY_ROUTES": json.dumps(routes),
-        "COSTLINE_GATEWAY_OTLP_URL": f"http://127.0.0.1:{collector_http}",
+        "COSTLINE_GATEWAY_OTLP_URL": "" if args.no_spans else f"http://127.0.0.1:{collector_http}",
     }
     manage = str(ROOT / "manage.py")
     upstream = subprocess.Popen([sys.executable, "-c", UPSTREAM, str(upstream_port)])

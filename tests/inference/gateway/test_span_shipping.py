@@ -90,9 +90,13 @@ def test_the_collectors_wire_reader_and_message_reader_read_the_same_span() -> N
 class Collector:
     """Answers each POST with the next of `answers` (status, headers), then 200; keeps what it was sent."""
 
-    def __init__(self, answers: list[tuple[int, dict[str, str]]]) -> None:
+    def __init__(self, answers: list[tuple[int, dict[str, str]]], *, hold_first: bool = False) -> None:
         self.answers = answers
         self.received: list[tuple[str, bytes, int]] = []  # authorization, body, status answered
+        # hold_first: the first POST is answered only once `release` is set (`arrived` says it came).
+        self.arrived, self.release = threading.Event(), threading.Event()
+        if not hold_first:
+            self.release.set()
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -100,6 +104,8 @@ class Collector:
 
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
+                outer.arrived.set()
+                outer.release.wait(timeout=30)
                 status, headers = outer.answers.pop(0) if outer.answers else (200, {})
                 outer.received.append((self.headers["Authorization"], body, status))
                 reply = b'{"error": "the database is unavailable"}' if status != 200 else b""
@@ -244,6 +250,28 @@ def test_a_full_batch_goes_without_waiting_for_the_delay(counts, shipper) -> Non
             break
         time.sleep(0.1)
     assert counts["exported"] == 4  # the delay is 60 s: the batch size sent it
+
+
+def test_spans_that_arrive_during_a_post_wait_for_the_next_round(counts, shipper) -> None:
+    # Draining until nothing was left turned every post's time into a window for the next one: at a
+    # few hundred calls a second, 5-span posts that cost the collector ten times the CPU per span.
+    collector = Collector([], hold_first=True)
+    s = shipper(collector.url)  # the delay is 60 s and a batch 128 spans: no round starts by itself
+    s.add("key-a", one_span(span_id=1))
+    round_ = threading.Thread(target=s._ship)
+    round_.start()
+    assert collector.arrived.wait(timeout=10)
+    for n in range(5):
+        s.add("key-a", one_span(span_id=n + 2))  # while the first post is in flight
+
+    collector.release.set()
+    round_.join(timeout=10)
+
+    assert [len(decode_protobuf(body).spans) for _, body, _ in collector.received] == [1]
+    assert s.queued == 5
+    assert s.force_flush(timeout_s=10)
+    assert [len(decode_protobuf(body).spans) for _, body, _ in collector.received] == [1, 5]
+    assert counts == {"exported": 6, "dropped": 0}
 
 
 def test_a_bad_otlp_url_is_refused_with_what_to_write() -> None:
