@@ -1,11 +1,11 @@
 """Budgets at the gateway: reserve a call's worst-case cost before it, settle its actual cost after.
 
 The same Lua scripts as `costline.budgets.reservations` (one round trip each), run on the gateway's
-asyncio Redis client. The worst case is the call's input estimated from its size (at most one token
-per 3 bytes of text: English runs about 4 bytes a token, code and other scripts fewer) plus its
-`max_tokens` (or `COSTLINE_GATEWAY_DEFAULT_MAX_TOKENS` when the request sets none) at the model's
-catalogue prices. A self-hosted model has no catalogue price: its calls reserve nothing but are still
-refused by a budget in state block or throttle.
+lean asyncio Redis client (`inference.gateway.resp`). The worst case is the call's input estimated
+from its size (at most one token per 3 bytes of text: English runs about 4 bytes a token, code and
+other scripts fewer) plus its `max_tokens` (or `COSTLINE_GATEWAY_DEFAULT_MAX_TOKENS` when the request
+sets none) at the model's catalogue prices. A self-hosted model has no catalogue price: its calls
+reserve nothing but are still refused by a budget in state block or throttle.
 """
 
 from __future__ import annotations
@@ -16,11 +16,10 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-import redis.asyncio as aioredis
-
 from costline.budgets import reservations
 from costline.budgets.reservations import Reservation
 from costline.usage.pricing import TokenUsage, price_call
+from inference.gateway.resp import LeanRedis, Script
 
 BYTES_PER_TOKEN_AT_LEAST = 3
 TOKENS_PER_MESSAGE = 4  # role and separators of the chat template
@@ -76,21 +75,21 @@ def cost(
 
 
 class Budgets:
-    def __init__(self, client: aioredis.Redis, *, ttl_s: int = reservations.DEFAULT_TTL_S) -> None:
+    def __init__(self, client: LeanRedis, *, ttl_s: int = reservations.DEFAULT_TTL_S) -> None:
         self.client = client
         self.ttl_s = ttl_s
-        self._reserve = client.register_script(reservations.RESERVE_SCRIPT)
-        self._close = client.register_script(reservations.CLOSE_SCRIPT)
+        self._reserve = Script(reservations.RESERVE_SCRIPT)
+        self._close = Script(reservations.CLOSE_SCRIPT)
 
     async def reserve(self, tenant_id: int, attrs: dict[str, str], estimate: Decimal) -> Reservation:
         """Raises redis.RedisError when Redis cannot be reached (nothing was reserved)."""
         keys, args = reservations.reserve_request(tenant_id, attrs, estimate, self.ttl_s)
-        return reservations.reserve_result(await self._reserve(keys=keys, args=args))
+        return reservations.reserve_result(await self.client.evalsha(self._reserve, keys, args))
 
     async def settle(self, tenant_id: int, reservation_id: str, actual: Decimal) -> None:
         keys, args = reservations.close_request(tenant_id, reservation_id, actual, "settled")
-        reservations.close_result(reservation_id, await self._close(keys=keys, args=args))
+        reservations.close_result(reservation_id, await self.client.evalsha(self._close, keys, args))
 
     async def release(self, tenant_id: int, reservation_id: str) -> None:
         keys, args = reservations.close_request(tenant_id, reservation_id, Decimal(0), "released")
-        reservations.close_result(reservation_id, await self._close(keys=keys, args=args))
+        reservations.close_result(reservation_id, await self.client.evalsha(self._close, keys, args))

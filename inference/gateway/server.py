@@ -16,6 +16,7 @@ from django.conf import settings
 from inference.gateway import routes as route_config
 from inference.gateway.app import GatewayApp
 from inference.gateway.callers import CallerStore
+from inference.gateway.resp import LeanRedis
 from inference.gateway.semantic import SemanticSettings
 from inference.gateway.service import Gateway, GatewaySettings
 from inference.gateway.telemetry import Telemetry
@@ -56,6 +57,7 @@ def build_app(
         settings.REDIS_URL, max_connections=256, timeout=2, socket_timeout=2, socket_connect_timeout=2
     )
     redis_client = aioredis.Redis(connection_pool=pool)
+    lean = LeanRedis(settings.REDIS_URL, timeout_s=2, connect_timeout_s=2)
     telemetry = Telemetry(settings.GATEWAY_OTLP_URL if otlp_url is None else otlp_url)
     gateway = Gateway(
         routes or route_table(),
@@ -70,6 +72,7 @@ def build_app(
             threshold=settings.GATEWAY_SEMANTIC_THRESHOLD,
             model=settings.GATEWAY_SEMANTIC_MODEL,
         ),
+        lean=lean,
     )
     app = GatewayApp(gateway, store, max_body_bytes=settings.GATEWAY_MAX_BODY_BYTES)
 
@@ -84,6 +87,7 @@ def build_app(
         if gateway.http is not None:
             await gateway.http.close()
         await redis_client.aclose()
+        await lean.aclose()
         await asyncio.to_thread(telemetry.shutdown)  # flushes the spans still batched
 
     app.on_startup.append(startup)

@@ -37,6 +37,7 @@ from inference.gateway import cache as response_cache
 from inference.gateway import semantic
 from inference.gateway.budget import Budgets, cost, estimate_input_tokens, max_output_tokens
 from inference.gateway.callers import Caller, CallerStore
+from inference.gateway.resp import LeanRedis
 from inference.gateway.routes import Route, RouteTable, Target, UnknownModel
 from inference.gateway.telemetry import KEY_ATTRIBUTE, Telemetry
 from inference.gateway.upstream import Outcome, UpstreamFailure, call, open_stream
@@ -202,12 +203,15 @@ class Gateway:
         http: aiohttp.ClientSession | None,
         settings: GatewaySettings,
         semantic_settings: semantic.SemanticSettings | None = None,
+        *,
+        lean: LeanRedis,
     ) -> None:
         self.semantic = semantic_settings or semantic.SemanticSettings()
         self.routes = routes
         self.store = store
-        self.redis = redis_client
-        self.budgets = Budgets(redis_client)
+        self.redis = redis_client  # the semantic cache's scans
+        self.lean = lean  # the commands every call runs: budget scripts, the exact cache
+        self.budgets = Budgets(lean)
         self.telemetry = telemetry
         self.http = http  # set when the server starts (an aiohttp session belongs to its event loop)
         self.settings = settings
@@ -568,7 +572,7 @@ class Gateway:
 
     async def _cache_get(self, key: str) -> dict[str, Any] | None:
         try:
-            raw = await self.redis.get(key)
+            raw = await self.lean.execute("GET", key)
         except RedisError:
             return None  # a cache that cannot be read is a miss, never an error
         if raw is None:
@@ -583,7 +587,9 @@ class Gateway:
         if self.settings.cache_ttl_s <= 0:
             return
         try:
-            await self.redis.set(key, json.dumps(body, separators=(",", ":")), ex=self.settings.cache_ttl_s)
+            await self.lean.execute(
+                "SET", key, json.dumps(body, separators=(",", ":")), "EX", self.settings.cache_ttl_s
+            )
             if c.vector is not None:
                 space = semantic.namespace(c.caller.organization_id, c.route.alias, c.body)
                 if await self.redis.hlen(space) < semantic.MAX_ENTRIES:

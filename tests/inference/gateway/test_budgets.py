@@ -8,10 +8,10 @@ from dataclasses import replace
 from decimal import Decimal
 
 import pytest
-import redis.asyncio as aioredis
 
 from costline.redis_client import client
 from inference.gateway.budget import Budgets, cost, estimate_input_tokens, max_output_tokens
+from inference.gateway.resp import LeanRedis
 from tests.inference.gateway.conftest import committed
 from tests.platform.budgets.reservation_fixtures import publish_budget
 
@@ -107,7 +107,7 @@ def test_redis_unreachable_is_503_unless_fail_open(gateway, live_key):
     caller = live_key()
     service = gateway.server.app.gateway
     working = service.budgets
-    service.budgets = Budgets(aioredis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.5))
+    service.budgets = Budgets(LeanRedis("redis://127.0.0.1:1/0", connect_timeout_s=0.5))
     try:
         closed = gateway.post("/chat/completions", caller.key, ask("no redis"))
         service.settings = replace(service.settings, fail_open=True)
