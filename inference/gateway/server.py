@@ -86,6 +86,7 @@ def build_app(
     async def shutdown() -> None:
         if gateway.http is not None:
             await gateway.http.close()
+        gateway.plain.close()
         await redis_client.aclose()
         await lean.aclose()
         await asyncio.to_thread(telemetry.shutdown)  # flushes the spans still batched

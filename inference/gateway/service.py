@@ -37,6 +37,7 @@ from inference.gateway import cache as response_cache
 from inference.gateway import semantic
 from inference.gateway.budget import Budgets, cost, estimate_input_tokens, max_output_tokens
 from inference.gateway.callers import Caller, CallerStore
+from inference.gateway.http1 import PlainHTTP
 from inference.gateway.resp import LeanRedis
 from inference.gateway.routes import Route, RouteTable, Target, UnknownModel
 from inference.gateway.telemetry import KEY_ATTRIBUTE, Telemetry
@@ -214,6 +215,7 @@ class Gateway:
         self.budgets = Budgets(lean)
         self.telemetry = telemetry
         self.http = http  # set when the server starts (an aiohttp session belongs to its event loop)
+        self.plain = PlainHTTP()  # non-streaming calls to http:// upstreams
         self.settings = settings
         self.coalescer = response_cache.Coalescer()
 
@@ -352,7 +354,9 @@ class Gateway:
         if cascade is not None:
             first: Outcome | None
             try:
-                first = await self._timed(c, call(self.session, cascade.first, path, c.body))
+                first = await self._timed(
+                    c, call(self.session, cascade.first, path, c.body, plain=self.plain)
+                )
             except UpstreamFailure as exc:
                 if not exc.retryable:
                     raise
@@ -363,7 +367,7 @@ class Gateway:
             if first is not None:
                 await self._settle_part(c, first)  # the cheap call was made and paid for
         return await self._first_to_answer(
-            c, lambda target: call(self.session, target, path, c.body, c.traceparent)
+            c, lambda target: call(self.session, target, path, c.body, c.traceparent, plain=self.plain)
         )
 
     async def _first_to_answer(self, c: Call, attempt: Callable[[Target], Awaitable[T]]) -> T:
@@ -614,7 +618,12 @@ class Gateway:
             started, started_ns = time.perf_counter(), time.time_ns()
             ids = (random.getrandbits(128) or 1, random.getrandbits(64) or 1)
             embedded = await call(
-                self.session, target, "embeddings", {"input": text}, f"00-{ids[0]:032x}-{ids[1]:016x}-01"
+                self.session,
+                target,
+                "embeddings",
+                {"input": text},
+                f"00-{ids[0]:032x}-{ids[1]:016x}-01",
+                plain=self.plain,
             )
             c.upstream_seconds += time.perf_counter() - started
             self._record_lookup(c, embedded, started_ns, ids)

@@ -16,6 +16,7 @@ from typing import Any
 
 import aiohttp
 
+from inference.gateway.http1 import PlainHTTP, ProtocolError
 from inference.gateway.routes import Target
 
 DEFAULT_ANTHROPIC_MAX_TOKENS = 4096  # the Messages API requires max_tokens; OpenAI's callers may omit it
@@ -82,7 +83,7 @@ def _headers(target: Target, traceparent: str | None) -> dict[str, str]:
     return headers
 
 
-def _failure(target: Target, response: aiohttp.ClientResponse, body: bytes) -> UpstreamFailure:
+def _failure(target: Target, status: int, body: bytes) -> UpstreamFailure:
     try:
         parsed: Any = json.loads(body)
     except ValueError:
@@ -90,7 +91,6 @@ def _failure(target: Target, response: aiohttp.ClientResponse, body: bytes) -> U
     message = body[:300].decode("utf-8", "replace")
     if isinstance(parsed, dict) and isinstance(parsed.get("error"), dict):
         message = str(parsed["error"].get("message") or message)
-    status = response.status
     retryable = status == 429 or status >= 500 or status == 408
     return UpstreamFailure(target, status, f"answered {status}: {message}", retryable=retryable, body=parsed)
 
@@ -163,8 +163,9 @@ def _check_path(target: Target, path: str) -> None:
 
 
 # aiohttp, not httpx: its C parser made a call through the gateway cost about half the CPU (httpx was
-# 52% of the gateway's time in bench/gateway.py's profile).
-UNREACHABLE = (aiohttp.ClientError, TimeoutError)
+# 52% of the gateway's time in bench/gateway.py's profile). Non-streaming calls to plain-HTTP upstreams
+# (the vLLM tier) take `PlainHTTP`, lighter still.
+UNREACHABLE = (aiohttp.ClientError, TimeoutError, OSError, ProtocolError)
 
 
 async def call(
@@ -173,26 +174,34 @@ async def call(
     path: str,
     body: dict[str, Any],
     traceparent: str | None = None,
+    *,
+    plain: PlainHTTP | None = None,
 ) -> Outcome:
-    """One non-streaming call (`path`: chat/completions, completions or embeddings)."""
+    """One non-streaming call (`path`: chat/completions, completions or embeddings); over `plain` when
+    the upstream's URL is http://."""
     outcome = Outcome(target)
     anthropic = target.upstream.kind == "anthropic"
     _check_path(target, path)
     url = f"{target.upstream.base_url}/{'v1/messages' if anthropic else path}"
     payload = _anthropic_request(body, target.model, False) if anthropic else {**body, "model": target.model}
+    headers = _headers(target, traceparent)
     try:
-        async with client.post(
-            url,
-            json=payload,
-            headers=_headers(target, traceparent),
-            timeout=aiohttp.ClientTimeout(total=target.upstream.timeout_s),
-        ) as response:
-            raw = await response.read()
+        if plain is not None and url.startswith("http://"):
+            encoded = json.dumps(payload, separators=(",", ":")).encode()
+            status, raw = await plain.post(url, encoded, headers, target.upstream.timeout_s)
+        else:
+            async with client.post(
+                url,
+                json=payload,
+                headers=headers,
+                timeout=aiohttp.ClientTimeout(total=target.upstream.timeout_s),
+            ) as response:
+                status, raw = response.status, await response.read()
     except UNREACHABLE as exc:
         raise UpstreamFailure(target, 502, f"unreachable ({type(exc).__name__})", retryable=True) from exc
     outcome.finished_at = outcome.first_token_at = time.perf_counter()
-    if response.status != 200:
-        raise _failure(target, response, raw)
+    if status != 200:
+        raise _failure(target, status, raw)
     try:
         data = json.loads(raw)
     except ValueError as exc:
@@ -362,5 +371,5 @@ async def open_stream(
             body_bytes = await response.read()
         finally:
             response.release()
-        raise _failure(target, response, body_bytes)
+        raise _failure(target, response.status, body_bytes)
     return Stream(outcome, response, include_usage)
