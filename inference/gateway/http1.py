@@ -13,7 +13,9 @@ Connections are kept per host and port, at most `per_host` at once (a call waits
 while the server keeps them alive. A kept connection the server closed while idle fails on its next
 request before any answer; that request is sent once more on a new connection, as browsers and
 aiohttp do. Failures: OSError (cannot connect, connection lost), TimeoutError (no whole answer within
-the call's timeout: the connection is dropped) and `ProtocolError` (an answer that is not HTTP).
+the call's timeout: the connection is dropped) and `ProtocolError` (an answer that is not HTTP). An
+answer must say where it ends (Content-Length or chunked, as the HTTP/1.1 servers of JSON APIs do):
+one that ends only when the server closes the connection counts as a lost connection.
 """
 
 from __future__ import annotations

@@ -86,7 +86,11 @@ class _Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.reader.feed(data)
         while self.waiting:
-            reply = self.reader.gets()
+            try:
+                reply = self.reader.gets()
+            except hiredis.ProtocolError as exc:
+                self._fail(RedisConnectionError(f"Redis answered something that is not RESP: {exc}"))
+                return
             if reply is False:
                 return
             future, _ = self.waiting.popleft()
@@ -124,7 +128,7 @@ class _Connection(asyncio.Protocol):
         while self.waiting:
             future, _ = self.waiting.popleft()
             if not future.done():
-                future.set_exception(error)
+                future.set_exception(type(error)(*error.args))  # one each: a raise writes its traceback
 
     def close(self) -> None:
         self._fail(RedisConnectionError("the Redis client was closed"))
@@ -149,6 +153,9 @@ class LeanRedis:
             self._setup.append(("SELECT", int(options["db"])))
         self._connection: _Connection | None = None
         self._connecting: asyncio.Lock | None = None
+        self._failed: tuple[float, Exception] | None = (
+            None  # when the last attempt to connect failed, and how
+        )
 
     async def execute(self, *args: Any) -> Any:
         connection = self._connection
@@ -173,33 +180,45 @@ class LeanRedis:
     async def _connect(self) -> _Connection:
         if self._connecting is None:
             self._connecting = asyncio.Lock()
+        asked = time.monotonic()
         async with self._connecting:  # calls that find no connection wait for one attempt, together
             if self._connection is not None and self._connection.closed is None:
                 return self._connection
-            loop = asyncio.get_running_loop()
-            where = self._path or f"{self._host}:{self._port}"
+            if self._failed is not None and self._failed[0] >= asked:
+                error = self._failed[1]  # the attempt this call waited for failed: so does this call
+                raise type(error)(*error.args)
             try:
-                if self._path:
-                    opening = loop.create_unix_connection(lambda: _Connection(self.timeout_s), self._path)
-                else:
-                    opening = loop.create_connection(
-                        lambda: _Connection(self.timeout_s),
-                        self._host,
-                        self._port,
-                        ssl=ssl.create_default_context() if self._tls else None,
-                    )
-                _, connection = await asyncio.wait_for(opening, self.connect_timeout_s)
-            except TimeoutError as exc:
-                raise RedisTimeoutError(
-                    f"cannot connect to Redis at {where} within {self.connect_timeout_s:g} s"
-                ) from exc
-            except OSError as exc:
-                raise RedisConnectionError(f"cannot connect to Redis at {where}: {exc}") from exc
-            for command in self._setup:
-                try:
-                    await connection.send(pack(command))
-                except ResponseError:
-                    connection.close()
-                    raise
+                connection = await self._open()
+            except (RedisConnectionError, RedisTimeoutError) as exc:
+                self._failed = (time.monotonic(), exc)
+                raise
             self._connection = connection
             return connection
+
+    async def _open(self) -> _Connection:
+        loop = asyncio.get_running_loop()
+        where = self._path or f"{self._host}:{self._port}"
+        try:
+            if self._path:
+                opening = loop.create_unix_connection(lambda: _Connection(self.timeout_s), self._path)
+            else:
+                opening = loop.create_connection(
+                    lambda: _Connection(self.timeout_s),
+                    self._host,
+                    self._port,
+                    ssl=ssl.create_default_context() if self._tls else None,
+                )
+            _, connection = await asyncio.wait_for(opening, self.connect_timeout_s)
+        except TimeoutError as exc:
+            raise RedisTimeoutError(
+                f"cannot connect to Redis at {where} within {self.connect_timeout_s:g} s"
+            ) from exc
+        except OSError as exc:
+            raise RedisConnectionError(f"cannot connect to Redis at {where}: {exc}") from exc
+        for command in self._setup:
+            try:
+                await connection.send(pack(command))
+            except ResponseError:
+                connection.close()
+                raise
+        return connection

@@ -128,3 +128,24 @@ def test_a_silent_redis_times_out_every_command_in_flight_and_the_next_connects_
     assert all(isinstance(o, TimeoutError) for o in outcomes), outcomes
     assert "did not answer within 0.3 s" in str(outcomes[0])
     assert after == b"PONG"
+
+
+def test_calls_waiting_for_a_connection_share_the_one_attempt_and_its_failure():
+    async def work() -> tuple[list[Any], int]:
+        accepted = 0
+
+        async def never_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            nonlocal accepted
+            accepted += 1
+
+        server = await asyncio.start_server(never_answer, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        # Database 1: connecting sends SELECT, which this server never answers.
+        redis = LeanRedis(f"redis://127.0.0.1:{port}/1", timeout_s=0.3)
+        outcomes = await asyncio.gather(*(redis.execute("PING") for _ in range(5)), return_exceptions=True)
+        server.close()
+        return outcomes, accepted
+
+    outcomes, accepted = asyncio.run(work())
+    assert [type(o) for o in outcomes] == [TimeoutError] * 5
+    assert accepted == 1  # the four others did not each wait 0.3 s for an attempt of their own
