@@ -165,15 +165,13 @@ def pct(values: list[float], q: float) -> float:
 
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process and its children now alive (a gateway's workers)."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    total = 0.0
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
     except FileNotFoundError:
         return 0.0
-    total += (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
-    return total + sum(cpu_seconds(int(child)) for child in children)
+    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+    return own + sum(cpu_seconds(int(child)) for child in children)
 
 
 def overhead_from_metrics(port: int) -> dict[str, float]:

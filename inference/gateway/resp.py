@@ -137,7 +137,6 @@ class _Connection(asyncio.Protocol):
 class LeanRedis:
     def __init__(self, url: str, *, timeout_s: float = 2.0, connect_timeout_s: float = 2.0) -> None:
         options = parse_url(url)
-        self.url = url
         self.timeout_s, self.connect_timeout_s = timeout_s, connect_timeout_s
         connection_class = options.get("connection_class")
         self._path: str | None = (
@@ -153,9 +152,8 @@ class LeanRedis:
             self._setup.append(("SELECT", int(options["db"])))
         self._connection: _Connection | None = None
         self._connecting: asyncio.Lock | None = None
-        self._failed: tuple[float, Exception] | None = (
-            None  # when the last attempt to connect failed, and how
-        )
+        # When the last attempt to connect failed, and how.
+        self._failed: tuple[float, Exception] | None = None
 
     async def execute(self, *args: Any) -> Any:
         connection = self._connection

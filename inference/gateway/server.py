@@ -52,11 +52,10 @@ def build_app(
         conninfo_from_settings(settings.DATABASES["default"]),
         key_cache_seconds=settings.GATEWAY_KEY_CACHE_SECONDS,
     )
-    # A bounded pool that makes a request wait for a free connection (at most 2 s) rather than fail. A
-    # call holds one only for a round trip, but under overload a waiter can lose every free connection
-    # to newer calls: with 64, 200 clients back to back got 503s; 256 leave none waiting at that load.
+    # redis-py serves the semantic cache's scans (`lean` runs what every call runs): a bounded pool that
+    # makes a request wait for a free connection (at most 2 s) rather than fail.
     pool = aioredis.BlockingConnectionPool.from_url(
-        settings.REDIS_URL, max_connections=256, timeout=2, socket_timeout=2, socket_connect_timeout=2
+        settings.REDIS_URL, max_connections=64, timeout=2, socket_timeout=2, socket_connect_timeout=2
     )
     redis_client = aioredis.Redis(connection_pool=pool)
     lean = LeanRedis(settings.REDIS_URL, timeout_s=2, connect_timeout_s=2)
@@ -126,10 +125,10 @@ def build_server(host: str, port: int, **app_options: object) -> GatewayServer:
     return GatewayServer(build_app(**app_options), bind_socket(host, port))  # type: ignore[arg-type]
 
 
-def serve(sock: socket.socket) -> None:
+def serve(sock: socket.socket, routes: route_config.RouteTable) -> None:
     """Serve the gateway on a bound socket until SIGTERM or SIGINT, in uvloop's event loop (libuv, in
     C): under the pure-Python selector loop the loop's own work was a fifth of the gateway's CPU."""
-    server = GatewayServer(build_app(), sock)
+    server = GatewayServer(build_app(routes=routes), sock)
     # The ~140,000 objects start-up made (Django, the price catalogue) live as long as the process: a
     # full collection that scanned them stopped every call in flight for 90 ms on the development
     # machine. Frozen, collections see only what calls made; and less often, since a call makes a few

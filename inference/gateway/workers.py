@@ -131,15 +131,13 @@ class Supervisor:
             self._start(index)
         return 0
 
-    def _stop(self, signum: int, frame: object) -> None:
+    def _stop(self, signum: int = signal.SIGTERM, frame: object = None) -> None:
         self.stopping = True
         for pid in self.workers:
             _signal(pid, signal.SIGTERM)
 
     def _stop_all(self, grace_s: float = 10.0) -> None:
-        self.stopping = True
-        for pid in self.workers:
-            _signal(pid, signal.SIGTERM)
+        self._stop()
         deadline = time.monotonic() + grace_s
         while self.workers and time.monotonic() < deadline:
             pid, _ = os.waitpid(-1, os.WNOHANG)

@@ -23,9 +23,10 @@ class Command(BaseCommand):
         if count < 1:
             raise CommandError(f"--workers must be 1 or more; got {count}")
         try:
-            models = ", ".join(server.route_table().models())  # a wrong route table fails here, once
+            routes = server.route_table()  # parsed once, here, for every worker
         except RouteConfigError as exc:
             raise CommandError(f"COSTLINE_GATEWAY_ROUTES: {exc}") from exc
+        models = ", ".join(routes.models())
         host, port = str(options["host"]), int(str(options["port"]))
         sockets = workers.reuse_port_sockets(host, port, count)
         where = f":{sockets[0].getsockname()[1]}"
@@ -35,8 +36,8 @@ class Command(BaseCommand):
         )
         self.stdout.flush()
         if count == 1:
-            server.serve(sockets[0])
+            server.serve(sockets[0], routes)
             return
-        status = workers.Supervisor(sockets, server.serve).run()
+        status = workers.Supervisor(sockets, lambda sock: server.serve(sock, routes)).run()
         if status:
             raise CommandError("the gateway's workers kept failing at start; see the log above")
