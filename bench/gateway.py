@@ -218,6 +218,9 @@ def main() -> None:
         help="also run every level paced at this many requests a second in all (0: back to back only)",
     )
     parser.add_argument(
+        "--paced-only", action="store_true", help="skip the back-to-back runs (needs --rate above 0)"
+    )
+    parser.add_argument(
         "--workers",
         type=int,
         default=1,
@@ -269,7 +272,10 @@ def main() -> None:
             wait_port(port)
         auth = {"authorization": f"Bearer {key}"}
         asyncio.run(run_level(gateway_port, "/v1/chat/completions", 4, 200, auth))  # warm up, fill the cache
-        loads: list[float | None] = [None, *([args.rate] if args.rate > 0 else [])]
+        loads: list[float | None] = [
+            *([] if args.paced_only else [None]),
+            *([args.rate] if args.rate > 0 else []),
+        ]
         for rate, clients in [(rate, clients) for rate in loads for clients in args.clients]:
             load = "back to back" if rate is None else f"{rate:,.0f}/s"
             modes: list[tuple[str, int, str, dict[str, str]]] = [

@@ -54,7 +54,11 @@ class GatewayApp:
         if scope["type"] != "http":
             return
         answer = await self._route(scope, receive)
-        await _send(send, answer)
+        try:
+            await _send(send, answer)
+        finally:
+            if answer.after is not None:
+                await answer.after()
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:

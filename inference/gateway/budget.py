@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Awaitable
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -87,8 +88,18 @@ class Budgets:
         return reservations.reserve_result(await self.client.evalsha(self._reserve, keys, args))
 
     async def settle(self, tenant_id: int, reservation_id: str, actual: Decimal) -> None:
+        await self.settle_soon(tenant_id, reservation_id, actual)
+
+    def settle_soon(self, tenant_id: int, reservation_id: str, actual: Decimal) -> Awaitable[None]:
+        """The settle written to Redis now, its result checked when the caller awaits what this returns
+        (after sending its answer: whatever reads the budget once the answer arrived sees it settled)."""
         keys, args = reservations.close_request(tenant_id, reservation_id, actual, "settled")
-        reservations.close_result(reservation_id, await self.client.evalsha(self._close, keys, args))
+        reply = self.client.evalsha_soon(self._close, keys, args)
+
+        async def checked() -> None:
+            reservations.close_result(reservation_id, await reply)
+
+        return checked()
 
     async def release(self, tenant_id: int, reservation_id: str) -> None:
         keys, args = reservations.close_request(tenant_id, reservation_id, Decimal(0), "released")

@@ -25,6 +25,7 @@ import collections
 import hashlib
 import ssl
 import time
+from collections.abc import Awaitable
 from typing import Any
 
 import hiredis
@@ -161,14 +162,33 @@ class LeanRedis:
             connection = await self._connect()
         return await connection.send(pack(args))
 
-    async def evalsha(self, script: Script, keys: list[Any], args: list[Any]) -> Any:
-        try:
+    def start(self, *args: Any) -> Awaitable[Any]:
+        """The command written now, its reply awaited later: the caller does other work (or sends its
+        answer) in the round trip, and must await what this returns. With no connection open, the
+        command is written once one is."""
+        connection = self._connection
+        if connection is None or connection.closed is not None:
+            return asyncio.ensure_future(self.execute(*args))
+        return connection.send(pack(args))
+
+    def evalsha_soon(self, script: Script, keys: list[Any], args: list[Any]) -> Awaitable[Any]:
+        """EVALSHA written now (as `start`); awaiting the result loads the script on NOSCRIPT and runs
+        it once more."""
+        first = self.start("EVALSHA", script.sha, len(keys), *keys, *args)
+
+        async def reply() -> Any:
+            try:
+                return await first
+            except ResponseError as exc:
+                if not str(exc).startswith("NOSCRIPT"):
+                    raise
+            await self.execute("SCRIPT", "LOAD", script.source)  # Redis restarted, or was flushed
             return await self.execute("EVALSHA", script.sha, len(keys), *keys, *args)
-        except ResponseError as exc:
-            if not str(exc).startswith("NOSCRIPT"):
-                raise
-        await self.execute("SCRIPT", "LOAD", script.source)  # Redis restarted, or was flushed
-        return await self.execute("EVALSHA", script.sha, len(keys), *keys, *args)
+
+        return reply()
+
+    async def evalsha(self, script: Script, keys: list[Any], args: list[Any]) -> Any:
+        return await self.evalsha_soon(script, keys, args)
 
     async def aclose(self) -> None:
         if self._connection is not None:

@@ -8,14 +8,17 @@ The steps, in order:
    Retry-After, block → 429 naming the budget; a budget in state downgrade routes the call to its
    cheaper model (`X-Costline-Downgraded-From`). Redis unreachable: 503 with Retry-After, or the call
    goes ahead unchecked with `COSTLINE_GATEWAY_FAIL_OPEN`.
-3. Look the answer up in the exact cache; identical concurrent requests share one upstream call.
+3. Look the answer up in the exact cache (the lookup is written with the reservation: one round trip
+   for both); identical concurrent requests share one upstream call.
 4. Call the route's targets in order until one answers (or the cascade's cheap model first).
-5. Settle the reservation with the actual cost (catalogue prices), store the answer in the cache,
-   record the span and the metrics.
+5. Settle the reservation with the actual cost (catalogue prices) and store the answer in the cache:
+   both commands are written to Redis before the answer is sent, and their replies checked after it,
+   with the span and the metrics (`Gateway.after`): the caller does not wait for those round trips.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -58,6 +61,8 @@ class Answer:
     headers: dict[str, str] = field(default_factory=dict)
     raw: bytes | None = None  # a body that is not JSON (/metrics), sent with `content_type`
     content_type: str = "application/json"
+    # What the call left until its answer is sent (the server runs it then): see `Gateway.after`.
+    after: Callable[[], Awaitable[None]] | None = None
 
 
 def error(status: int, message: str, kind: str, code: str | None = None, **headers: str) -> Answer:
@@ -95,6 +100,9 @@ class Call:
     # The call's span ids, chosen up front so the upstream request can carry them (W3C trace context).
     trace_id: int = field(default_factory=lambda: random.getrandbits(128) or 1)
     span_id: int = field(default_factory=lambda: random.getrandbits(64) or 1)
+    # Left until the answer is sent: the replies of commands already written (settle, cache store), to
+    # check, and the span to build.
+    later: list[Awaitable[None] | Callable[[], None]] = field(default_factory=list)
 
     @property
     def traceparent(self) -> str:
@@ -240,14 +248,24 @@ class Gateway:
         except UnknownModel as exc:
             return error(404, str(exc), "invalid_request_error", "model_not_found")
         c = Call(caller, operation, body, headers, model, route)
+        policy = response_cache.policy(headers, caller.cache_enabled)
+        # The cache lookup is written before the reservation, so both take one round trip; its answer is
+        # in by the time the reservation's is.
+        key = ""  # the cache is neither read nor written
+        if policy.read or policy.write:
+            key = response_cache.cache_key(caller.organization_id, operation, route.alias, body)
+        lookup = self.lean.start("GET", key) if policy.read else None
         refusal = await self._reserve(c)
+        found = await self._cached(lookup) if lookup is not None else None
         if refusal is not None:
             return refusal
         try:
-            answer = await self._answer(c)
+            answer = await self._answer(c, policy, key if c.route is route else None, found)
         except BaseException:
-            await self._close(c, None)
+            self._close(c, None)
+            await self.after(c)
             raise
+        answer.after = functools.partial(self.after, c)
         answer.headers.setdefault("x-costline-budget", c.decision)
         answer.headers["x-costline-trace-id"] = f"{c.trace_id:032x}"  # the call's trace in Costline
         if c.downgraded_from:
@@ -318,11 +336,26 @@ class Gateway:
             "budget_exceeded",
         )
 
-    async def _answer(self, c: Call) -> Answer:
-        policy = response_cache.policy(c.headers, c.caller.cache_enabled)
-        key = response_cache.cache_key(c.caller.organization_id, c.operation, c.route.alias, c.body)
+    async def after(self, c: Call) -> None:
+        """What a call left until its answer was sent: the replies of the settle and the cache store,
+        written to Redis before the answer (whatever reads the budget or the cache once the answer
+        arrived finds them there; the round trips are not the caller's wait), and the span."""
+        while c.later:
+            work = c.later.pop(0)
+            if callable(work):
+                work()
+            else:
+                await work
+
+    async def _answer(
+        self, c: Call, policy: response_cache.CachePolicy, key: str | None, cached: dict[str, Any] | None
+    ) -> Answer:
+        """`cached` is what the cache holds at `key`; no key when a downgrade changed the route (and so
+        the key) after the lookup."""
+        if key is None:
+            key = response_cache.cache_key(c.caller.organization_id, c.operation, c.route.alias, c.body)
+            cached = await self._cache_get(key) if policy.read else None
         if policy.read:
-            cached = await self._cache_get(key)
             if cached is not None:
                 return await self._hit(c, cached)
             similar = await self._semantic_lookup(c)
@@ -344,7 +377,7 @@ class Gateway:
             return await self._hit(c, outcome.body or {}, outcome="coalesced")
         if policy.write and outcome.body and response_cache.cacheable(c.operation, outcome.body):
             await self._cache_put(key, outcome.body, c)
-        await self._finish(c, outcome)
+        self._finish(c, outcome)
         return Answer(200, outcome.body, headers=self._headers(c, outcome.target))
 
     async def _call(self, c: Call) -> Outcome:
@@ -365,7 +398,7 @@ class Gateway:
             if first is not None and signal is None:
                 return first
             if first is not None:
-                await self._settle_part(c, first)  # the cheap call was made and paid for
+                self._settle_part(c, first)  # the cheap call was made and paid for
         return await self._first_to_answer(
             c, lambda target: call(self.session, target, path, c.body, c.traceparent, plain=self.plain)
         )
@@ -417,7 +450,8 @@ class Gateway:
                 if complete and cache_key and int(c.body.get("n") or 1) == 1:
                     await self._cache_put(cache_key, body, c)
                 c.upstream_seconds += outcome.latency_s
-                await self._finish(c, outcome, partial=not complete)
+                self._finish(c, outcome, partial=not complete)
+                await self.after(c)
 
         return Answer(200, stream=relay(), headers=self._headers(c, stream.outcome.target))
 
@@ -435,7 +469,7 @@ class Gateway:
         """Answer from the cache (or a coalesced call): nothing spent upstream, the reservation given back."""
         c.cache_outcome = outcome
         body = {**body, "id": _new_id(c.operation), "created": int(time.time())}
-        await self._close(c, Decimal(0))
+        self._close(c, Decimal(0))
         self.telemetry.cache.labels(outcome).inc()
         usage = body.get("usage") or {}
         saved = int(usage.get("prompt_tokens") or 0) + int(usage.get("completion_tokens") or 0)
@@ -448,7 +482,7 @@ class Gateway:
         return Answer(200, body, headers=headers)
 
     async def _failed(self, c: Call, exc: UpstreamFailure) -> Answer:
-        await self._close(c, Decimal(0))
+        self._close(c, Decimal(0))
         self._record(
             c, status=exc.status, target=exc.target, outcome=None, body=None, error=type(exc).__name__
         )
@@ -461,7 +495,7 @@ class Gateway:
             "upstream_error" if exc.retryable else "invalid_request_error",
         )
 
-    async def _finish(self, c: Call, outcome: Outcome, partial: bool = False) -> None:
+    def _finish(self, c: Call, outcome: Outcome, partial: bool = False) -> None:
         actual = cost(
             outcome.target.upstream.provider,
             outcome.target.model,
@@ -471,7 +505,7 @@ class Gateway:
             outcome.cached_tokens or 0,
         )
         # A stream cut off before its usage arrived (the client left): the reservation keeps its estimate.
-        await self._close(c, actual, keep_estimate=partial and outcome.input_tokens is None)
+        self._close(c, actual, keep_estimate=partial and outcome.input_tokens is None)
         if outcome.input_tokens:
             self.telemetry.tokens.labels("input").inc(outcome.input_tokens)
         if outcome.output_tokens:
@@ -481,30 +515,41 @@ class Gateway:
         self.telemetry.cache.labels("miss").inc()
         self._record(c, status=200, target=outcome.target, outcome=outcome, body=None)
 
-    async def _settle_part(self, c: Call, outcome: Outcome) -> None:
+    def _settle_part(self, c: Call, outcome: Outcome) -> None:
         """A cascade's cheap call that was not kept still cost money: it is a call of its own."""
         self._record(c, status=200, target=outcome.target, outcome=outcome, body=None, cascade="escalated")
 
-    async def _close(self, c: Call, actual: Decimal | None, keep_estimate: bool = False) -> None:
+    def _close(self, c: Call, actual: Decimal | None, keep_estimate: bool = False) -> None:
+        """Settle the reservation: the command is written now, its result checked after the answer."""
         held = c.reservation
         if held is None or held.id is None:
             return
         c.reservation = None
+        if keep_estimate:
+            return  # the reservation expires on its own and counts its estimate until then
         try:
-            if keep_estimate:
-                return  # the reservation expires on its own and counts its estimate until then
-            await self.budgets.settle(c.caller.organization_id, held.id, actual or Decimal(0))
+            settling = self.budgets.settle_soon(c.caller.organization_id, held.id, actual or Decimal(0))
         except (RedisError, ReservationError):
             log.warning("could not settle reservation %s; it expires on its own", held.id, exc_info=True)
+            return
+        c.later.append(_logged(settling, "could not settle reservation %s; it expires on its own", held.id))
 
     # --- what is told ----------------------------------------------------------------------------------
 
     def _headers(self, c: Call, target: Target) -> dict[str, str]:
         return {"x-costline-cache": "miss", "x-costline-upstream": target.label}
 
-    def _record(
+    def _record(self, c: Call, **details: Any) -> None:
+        """The call's metrics and span, as of now, made once its answer is sent."""
+        c.later.append(
+            functools.partial(self._emit, c, time.perf_counter() - c.started, time.time_ns(), **details)
+        )
+
+    def _emit(
         self,
         c: Call,
+        elapsed: float,
+        end_ns: int,
         *,
         status: int,
         target: Target | None,
@@ -514,7 +559,6 @@ class Gateway:
         error: str | None = None,
         cascade: str | None = None,
     ) -> None:
-        elapsed = time.perf_counter() - c.started
         self.telemetry.requests.labels(c.operation, c.asked_model, str(status), c.cache_outcome).inc()
         self.telemetry.request_seconds.labels(c.operation).observe(elapsed)
         self.telemetry.overhead_seconds.observe(max(0.0, elapsed - c.upstream_seconds))
@@ -565,7 +609,7 @@ class Gateway:
         self.telemetry.span(
             name=f"{verb} {chosen.model}",
             start_ns=c.start_ns,
-            end_ns=time.time_ns(),
+            end_ns=end_ns,
             attributes=attributes,
             secret=c.caller.secret,
             error=error,
@@ -575,8 +619,12 @@ class Gateway:
     # --- the cache ---------------------------------------------------------------------------------------
 
     async def _cache_get(self, key: str) -> dict[str, Any] | None:
+        return await self._cached(self.lean.start("GET", key))
+
+    async def _cached(self, reply: Awaitable[Any]) -> dict[str, Any] | None:
+        """The answer a GET's reply holds, or None."""
         try:
-            raw = await self.lean.execute("GET", key)
+            raw = await reply
         except RedisError:
             return None  # a cache that cannot be read is a miss, never an error
         if raw is None:
@@ -590,17 +638,20 @@ class Gateway:
     async def _cache_put(self, key: str, body: dict[str, Any], c: Call) -> None:
         if self.settings.cache_ttl_s <= 0:
             return
-        try:
-            await self.lean.execute(
-                "SET", key, json.dumps(body, separators=(",", ":")), "EX", self.settings.cache_ttl_s
-            )
-            if c.vector is not None:
-                space = semantic.namespace(c.caller.organization_id, c.route.alias, c.body)
-                if await self.redis.hlen(space) < semantic.MAX_ENTRIES:
-                    async with self.redis.pipeline(transaction=False) as pipe:
-                        pipe.hset(space, key, c.vector.tobytes())
-                        pipe.expire(space, self.settings.cache_ttl_s)
-                        await pipe.execute()
+        storing = self.lean.start(
+            "SET", key, json.dumps(body, separators=(",", ":")), "EX", self.settings.cache_ttl_s
+        )
+        if c.vector is None:  # written before the answer is sent; its reply is checked after
+            c.later.append(_logged(storing, "could not store a cached answer"))
+            return
+        try:  # the semantic entry is stored before the answer: a similar request next finds it
+            await storing
+            space = semantic.namespace(c.caller.organization_id, c.route.alias, c.body)
+            if await self.redis.hlen(space) < semantic.MAX_ENTRIES:
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    pipe.hset(space, key, c.vector.tobytes())
+                    pipe.expire(space, self.settings.cache_ttl_s)
+                    await pipe.execute()
         except RedisError:
             log.warning("could not store a cached answer", exc_info=True)
 
@@ -670,6 +721,14 @@ class Gateway:
             secret=c.caller.secret,
             ids=ids,
         )
+
+
+async def _logged(reply: Awaitable[Any], message: str, *args: Any) -> None:
+    """Wait for a reply whose failure the call survives: it is logged."""
+    try:
+        await reply
+    except (RedisError, ReservationError):
+        log.warning(message, *args, exc_info=True)
 
 
 def _all_failed(failures: list[UpstreamFailure]) -> UpstreamFailure:

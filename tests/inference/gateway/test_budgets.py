@@ -63,6 +63,24 @@ def test_a_downgrade_budget_routes_to_the_cheaper_model_and_says_so(gateway, liv
     assert gateway.upstream.recorded.requests[-1]["body"]["model"] == "gpt-4o-mini"
 
 
+def test_a_downgraded_call_is_not_answered_from_the_cache_of_the_model_it_asked_for(gateway, live_key):
+    caller = live_key()
+    assert gateway.post("/chat/completions", caller.key, ask("cached big", model="gpt-4o")).status_code == 200
+    publish_budget(
+        caller.org, "100", action="downgrade", enforcement="downgrade", downgrade_model="gpt-4o-mini"
+    )
+
+    answer = gateway.post("/chat/completions", caller.key, ask("cached big", model="gpt-4o"))
+
+    # The lookup made before the reservation was for gpt-4o's answer: the downgrade looks up its own.
+    assert answer.headers["x-costline-cache"] == "miss"
+    assert answer.headers["x-costline-downgraded-from"] == "gpt-4o"
+    assert gateway.upstream.recorded.requests[-1]["body"]["model"] == "gpt-4o-mini"
+    again = gateway.post("/chat/completions", caller.key, ask("cached big", model="gpt-4o"))
+    assert again.headers["x-costline-cache"] == "hit"  # the cheaper model's answer, cached under its key
+    assert again.json()["model"] == answer.json()["model"]
+
+
 def test_a_budget_on_one_gateway_key_leaves_the_others_alone(gateway, live_key):
     caller = live_key()
     publish_budget(caller.org, "0.0001", scope={"gateway_key": ["clgk_other"]})

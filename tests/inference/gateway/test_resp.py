@@ -85,6 +85,26 @@ def test_a_script_redis_does_not_know_is_loaded_and_run():
     assert run(work) == ([b"key", b"arg", 7], [b"key", b"arg", 7])
 
 
+def test_a_started_command_is_written_before_start_returns_and_its_reply_awaited_later():
+    async def work(redis: LeanRedis) -> tuple[Any, Any, Any]:
+        await redis.execute("PING")  # connected
+        setting = redis.start("SET", "k", "v")
+        scripted = redis.evalsha_soon(Script("return redis.call('GET', KEYS[1])"), ["k"], [])
+        # The event loop has not run since: what another connection reads now, the SET had written.
+        seen = client().get("k")
+        return seen, await setting, await scripted
+
+    assert run(work) == (b"v", b"OK", b"v")
+
+
+def test_a_command_started_with_no_connection_open_is_written_once_one_is():
+    async def work(redis: LeanRedis) -> list[Any]:
+        replies = [redis.start("SET", "k", "v"), redis.start("GET", "k")]
+        return [await reply for reply in replies]
+
+    assert run(work) == [b"OK", b"v"]
+
+
 def test_a_caller_that_gives_up_does_not_shift_the_replies_of_the_others():
     async def work(redis: LeanRedis) -> Any:
         await redis.execute("SET", "k", "v")
