@@ -84,8 +84,19 @@ class Budgets:
 
     async def reserve(self, tenant_id: int, attrs: dict[str, str], estimate: Decimal) -> Reservation:
         """Raises redis.RedisError when Redis cannot be reached (nothing was reserved)."""
+        return await self.reserve_soon(tenant_id, attrs, estimate)
+
+    def reserve_soon(
+        self, tenant_id: int, attrs: dict[str, str], estimate: Decimal
+    ) -> Awaitable[Reservation]:
+        """The reservation written to Redis now (as `LeanRedis.start`), its result awaited later."""
         keys, args = reservations.reserve_request(tenant_id, attrs, estimate, self.ttl_s)
-        return reservations.reserve_result(await self.client.evalsha(self._reserve, keys, args))
+        reply = self.client.evalsha_soon(self._reserve, keys, args)
+
+        async def result() -> Reservation:
+            return reservations.reserve_result(await reply)
+
+        return result()
 
     async def settle(self, tenant_id: int, reservation_id: str, actual: Decimal) -> None:
         await self.settle_soon(tenant_id, reservation_id, actual)

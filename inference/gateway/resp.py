@@ -68,6 +68,7 @@ class _Connection(asyncio.Protocol):
         self.waiting: collections.deque[tuple[asyncio.Future[Any], float]] = collections.deque()
         self.transport: asyncio.Transport | None = None
         self.closed: Exception | None = None
+        self.held: list[bytes] | None = None  # commands held back to be written together (`together`)
         self._timer: asyncio.TimerHandle | None = None
         self._loop = asyncio.get_running_loop()
 
@@ -79,7 +80,10 @@ class _Connection(asyncio.Protocol):
             raise RedisConnectionError(f"the Redis connection is closed: {self.closed}")
         future: asyncio.Future[Any] = self._loop.create_future()
         self.waiting.append((future, time.monotonic()))
-        self.transport.write(command)
+        if self.held is not None:
+            self.held.append(command)
+        else:
+            self.transport.write(command)
         if self._timer is None:
             self._timer = self._loop.call_later(self.timeout_s, self._check_overdue)
         return future
@@ -135,6 +139,24 @@ class _Connection(asyncio.Protocol):
         self._fail(RedisConnectionError("the Redis client was closed"))
 
 
+class _Together:
+    def __init__(self, connection: _Connection | None) -> None:
+        usable = connection is not None and connection.closed is None and connection.held is None
+        self.connection = connection if usable else None  # none open: started commands each connect
+
+    def __enter__(self) -> None:
+        if self.connection is not None:
+            self.connection.held = []
+
+    def __exit__(self, *exc: object) -> None:
+        connection = self.connection
+        if connection is None or connection.held is None:
+            return
+        held, connection.held = connection.held, None
+        if held and connection.closed is None and connection.transport is not None:
+            connection.transport.write(b"".join(held))
+
+
 class LeanRedis:
     def __init__(self, url: str, *, timeout_s: float = 2.0, connect_timeout_s: float = 2.0) -> None:
         options = parse_url(url)
@@ -170,6 +192,12 @@ class LeanRedis:
         if connection is None or connection.closed is not None:
             return asyncio.ensure_future(self.execute(*args))
         return connection.send(pack(args))
+
+    def together(self) -> _Together:
+        """A block whose started commands (`start`, `evalsha_soon`) are written at its end in one write:
+        one system call, and one packet that Redis answers in one. Nothing in the block may await a
+        reply: it has not been sent yet."""
+        return _Together(self._connection)
 
     def evalsha_soon(self, script: Script, keys: list[Any], args: list[Any]) -> Awaitable[Any]:
         """EVALSHA written now (as `start`); awaiting the result loads the script on NOSCRIPT and runs

@@ -108,8 +108,15 @@ class GatewayServer:
         return int(self.sock.getsockname()[1])
 
     async def serve(self) -> None:
+        # No proxy-headers layer: the gateway reads no client address (its callers are known by key).
         config = uvicorn.Config(
-            self.app, lifespan="on", log_level="warning", access_log=False, timeout_keep_alive=60
+            self.app,
+            lifespan="on",
+            log_level="warning",
+            access_log=False,
+            timeout_keep_alive=60,
+            proxy_headers=False,
+            server_header=False,
         )
         self.uvicorn = uvicorn.Server(config)
         await self.uvicorn.serve(sockets=[self.sock])

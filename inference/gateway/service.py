@@ -249,13 +249,14 @@ class Gateway:
             return error(404, str(exc), "invalid_request_error", "model_not_found")
         c = Call(caller, operation, body, headers, model, route)
         policy = response_cache.policy(headers, caller.cache_enabled)
-        # The cache lookup is written before the reservation, so both take one round trip; its answer is
-        # in by the time the reservation's is.
         key = ""  # the cache is neither read nor written
         if policy.read or policy.write:
             key = response_cache.cache_key(caller.organization_id, operation, route.alias, body)
-        lookup = self.lean.start("GET", key) if policy.read else None
-        refusal = await self._reserve(c)
+        # The cache lookup and the reservation go to Redis together: one round trip for both.
+        with self.lean.together():
+            lookup = self.lean.start("GET", key) if policy.read else None
+            reserving = self._reserve_soon(c)
+        refusal = await self._reserved(c, reserving)
         found = await self._cached(lookup) if lookup is not None else None
         if refusal is not None:
             return refusal
@@ -273,7 +274,8 @@ class Gateway:
             answer.headers["x-costline-model"] = c.route.alias
         return answer
 
-    async def _reserve(self, c: Call) -> Answer | None:
+    def _reserve_soon(self, c: Call) -> Awaitable[Reservation]:
+        """The reservation of the call's worst-case cost, written to Redis now."""
         target = c.route.targets[0]
         estimate = cost(
             target.upstream.provider,
@@ -283,7 +285,14 @@ class Gateway:
             max_output_tokens(c.body, c.operation, self.settings.default_max_tokens),
         )
         try:
-            held = await self.budgets.reserve(c.caller.organization_id, c.attrs(), estimate or Decimal(0))
+            return self.budgets.reserve_soon(c.caller.organization_id, c.attrs(), estimate or Decimal(0))
+        except ReservationError as exc:
+            return _raising(exc)
+
+    async def _reserved(self, c: Call, reserving: Awaitable[Reservation]) -> Answer | None:
+        """None when the reservation admits the call (perhaps downgraded), else the refusal."""
+        try:
+            held = await reserving
         except RedisError as exc:
             log.warning("budget reservation failed (%s): %s", type(exc).__name__, exc)
             if self.settings.fail_open:
@@ -375,9 +384,8 @@ class Gateway:
             return await self._failed(c, exc)
         if shared:
             return await self._hit(c, outcome.body or {}, outcome="coalesced")
-        if policy.write and outcome.body and response_cache.cacheable(c.operation, outcome.body):
-            await self._cache_put(key, outcome.body, c)
-        self._finish(c, outcome)
+        keep = policy.write and outcome.body and response_cache.cacheable(c.operation, outcome.body)
+        await self._store_and_finish(c, outcome, (key, outcome.body) if keep and outcome.body else None)
         return Answer(200, outcome.body, headers=self._headers(c, outcome.target))
 
     async def _call(self, c: Call) -> Outcome:
@@ -447,10 +455,11 @@ class Gateway:
                 body = _assembled(c.operation, outcome)
                 if waiting is not None:
                     self.coalescer.end(cache_key or "", waiting, body if complete else None)
-                if complete and cache_key and int(c.body.get("n") or 1) == 1:
-                    await self._cache_put(cache_key, body, c)
+                keep = complete and cache_key and int(c.body.get("n") or 1) == 1
                 c.upstream_seconds += outcome.latency_s
-                self._finish(c, outcome, partial=not complete)
+                await self._store_and_finish(
+                    c, outcome, (cache_key, body) if keep and cache_key else None, partial=not complete
+                )
                 await self.after(c)
 
         return Answer(200, stream=relay(), headers=self._headers(c, stream.outcome.target))
@@ -494,6 +503,19 @@ class Gateway:
             f"The upstream failed: {exc}",
             "upstream_error" if exc.retryable else "invalid_request_error",
         )
+
+    async def _store_and_finish(
+        self, c: Call, outcome: Outcome, store: tuple[str, dict[str, Any]] | None, partial: bool = False
+    ) -> None:
+        """Store the answer in the cache (`store`: its key and body) and settle the call: the two
+        commands go to Redis together, unless the answer has a semantic entry to store as well."""
+        if store is not None and c.vector is not None:
+            await self._cache_put_similar(*store, c)
+            store = None
+        with self.lean.together():
+            if store is not None:
+                self._cache_put(*store, c)
+            self._finish(c, outcome, partial)
 
     def _finish(self, c: Call, outcome: Outcome, partial: bool = False) -> None:
         actual = cost(
@@ -635,17 +657,24 @@ class Gateway:
             return None
         return value
 
-    async def _cache_put(self, key: str, body: dict[str, Any], c: Call) -> None:
+    def _cache_put(self, key: str, body: dict[str, Any], c: Call) -> None:
+        """Written to Redis now, before the answer is sent; its reply is checked after."""
         if self.settings.cache_ttl_s <= 0:
             return
         storing = self.lean.start(
             "SET", key, json.dumps(body, separators=(",", ":")), "EX", self.settings.cache_ttl_s
         )
-        if c.vector is None:  # written before the answer is sent; its reply is checked after
-            c.later.append(_logged(storing, "could not store a cached answer"))
+        c.later.append(_logged(storing, "could not store a cached answer"))
+
+    async def _cache_put_similar(self, key: str, body: dict[str, Any], c: Call) -> None:
+        """The answer and its semantic entry, stored before the answer is sent: a similar request next
+        finds them."""
+        if self.settings.cache_ttl_s <= 0 or c.vector is None:
             return
-        try:  # the semantic entry is stored before the answer: a similar request next finds it
-            await storing
+        try:
+            await self.lean.execute(
+                "SET", key, json.dumps(body, separators=(",", ":")), "EX", self.settings.cache_ttl_s
+            )
             space = semantic.namespace(c.caller.organization_id, c.route.alias, c.body)
             if await self.redis.hlen(space) < semantic.MAX_ENTRIES:
                 async with self.redis.pipeline(transaction=False) as pipe:
@@ -721,6 +750,10 @@ class Gateway:
             secret=c.caller.secret,
             ids=ids,
         )
+
+
+async def _raising(exc: Exception) -> Any:
+    raise exc
 
 
 async def _logged(reply: Awaitable[Any], message: str, *args: Any) -> None:

@@ -35,6 +35,7 @@ _RETRYABLE = frozenset({408, 429, 500, 502, 503, 504})
 
 
 _BYTE = [bytes((i,)) for i in range(256)]
+_SCALARS = frozenset({str, int, bool, float})  # hashable: their encoded attributes are remembered
 
 
 def _varint(n: int) -> bytes:
@@ -78,6 +79,14 @@ def _key_value(key: str, value: Any) -> bytes:
     return _key(key) + _field(2, _any_value(value))
 
 
+@functools.lru_cache(maxsize=4096, typed=True)  # typed: True, 1 and 1.0 encode apart
+def _attribute(key: str, value: str | int | float) -> bytes:
+    """A span's attribute field (a KeyValue), remembered: most of a call's attributes (its operation,
+    model, project, upstream, budget decision, ...) are those of the calls before it. The rest (ids,
+    hashes) pass through and are the first to be forgotten."""
+    return _field(9, _key_value(key, value))
+
+
 def encode_span(
     *,
     trace_id: int,
@@ -97,7 +106,11 @@ def encode_span(
         b"\x39" + _FIXED64.pack(start_ns),
         b"\x41" + _FIXED64.pack(end_ns),
     ]
-    parts += [_field(9, _key_value(k, v)) for k, v in attributes.items() if v is not None]
+    parts += [
+        _attribute(k, v) if type(v) in _SCALARS else _field(9, _key_value(k, v))
+        for k, v in attributes.items()
+        if v is not None
+    ]
     if error:
         parts.append(_field(9, _key_value("error.type", error)))
         parts.append(_field(15, _field(2, error.encode()) + b"\x18" + _varint(_STATUS_ERROR)))

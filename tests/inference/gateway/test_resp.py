@@ -97,9 +97,25 @@ def test_a_started_command_is_written_before_start_returns_and_its_reply_awaited
     assert run(work) == (b"v", b"OK", b"v")
 
 
+def test_commands_started_together_are_written_when_the_block_ends():
+    async def work(redis: LeanRedis) -> tuple[Any, ...]:
+        await redis.execute("PING")  # connected
+        with redis.together():
+            setting = redis.start("SET", "k", "v")
+            getting = redis.start("GET", "k")
+            inside = client().get("k")  # held back: not written yet
+        after = client().get("k")
+        with redis.together():  # with nothing started, nothing is written
+            pass
+        return inside, after, await setting, await getting, await redis.execute("GET", "k")
+
+    assert run(work) == (None, b"v", b"OK", b"v", b"v")
+
+
 def test_a_command_started_with_no_connection_open_is_written_once_one_is():
     async def work(redis: LeanRedis) -> list[Any]:
-        replies = [redis.start("SET", "k", "v"), redis.start("GET", "k")]
+        with redis.together():  # no connection to hold them on: each connects and is written
+            replies = [redis.start("SET", "k", "v"), redis.start("GET", "k")]
         return [await reply for reply in replies]
 
     assert run(work) == [b"OK", b"v"]

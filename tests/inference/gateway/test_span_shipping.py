@@ -73,6 +73,22 @@ def test_an_encoded_span_reads_back_with_the_official_protobuf_classes() -> None
     assert (span.status.code, span.status.message) == (2, "timeout")  # STATUS_CODE_ERROR
 
 
+def test_equal_values_of_different_types_keep_their_own_type_from_span_to_span() -> None:
+    # Encoded attributes are remembered; True == 1 == 1.0 in Python, but not on the wire.
+    spans = [
+        encode_span(trace_id=1, span_id=1, name="n", start_ns=1, end_ns=2, attributes={"costline.x": value})
+        for value in (True, 1, 1.0, "1")
+    ]
+
+    request = ExportTraceServiceRequest.FromString(export_request({}, "s", spans))
+
+    kinds = [
+        span.attributes[0].value.WhichOneof("value")
+        for span in request.resource_spans[0].scope_spans[0].spans
+    ]
+    assert kinds == ["bool_value", "int_value", "double_value", "string_value"]
+
+
 def test_the_collectors_wire_reader_and_message_reader_read_the_same_span() -> None:
     body = export_request(
         {"service.name": "costline-gateway"}, "costline.gateway", [one_span(), one_span(span_id=7)]
