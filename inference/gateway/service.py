@@ -385,8 +385,8 @@ class Gateway:
         if shared:
             return await self._hit(c, outcome.body or {}, outcome="coalesced")
         keep = policy.write and outcome.body and response_cache.cacheable(c.operation, outcome.body)
-        await self._store_and_finish(c, outcome, (key, outcome.body) if keep and outcome.body else None)
-        return Answer(200, outcome.body, headers=self._headers(c, outcome.target))
+        await self._store_and_finish(c, outcome, (key, outcome.raw or _dumps(outcome.body)) if keep else None)
+        return Answer(200, outcome.body, raw=outcome.raw, headers=self._headers(c, outcome.target))
 
     async def _call(self, c: Call) -> Outcome:
         """The route's answer: the cascade's cheap model if it will do, else the targets in order."""
@@ -458,7 +458,10 @@ class Gateway:
                 keep = complete and cache_key and int(c.body.get("n") or 1) == 1
                 c.upstream_seconds += outcome.latency_s
                 await self._store_and_finish(
-                    c, outcome, (cache_key, body) if keep and cache_key else None, partial=not complete
+                    c,
+                    outcome,
+                    (cache_key, _dumps(body)) if keep and cache_key else None,
+                    partial=not complete,
                 )
                 await self.after(c)
 
@@ -505,9 +508,9 @@ class Gateway:
         )
 
     async def _store_and_finish(
-        self, c: Call, outcome: Outcome, store: tuple[str, dict[str, Any]] | None, partial: bool = False
+        self, c: Call, outcome: Outcome, store: tuple[str, bytes] | None, partial: bool = False
     ) -> None:
-        """Store the answer in the cache (`store`: its key and body) and settle the call: the two
+        """Store the answer in the cache (`store`: its key and JSON) and settle the call: the two
         commands go to Redis together, unless the answer has a semantic entry to store as well."""
         if store is not None and c.vector is not None:
             await self._cache_put_similar(*store, c)
@@ -657,24 +660,20 @@ class Gateway:
             return None
         return value
 
-    def _cache_put(self, key: str, body: dict[str, Any], c: Call) -> None:
+    def _cache_put(self, key: str, answer: bytes, c: Call) -> None:
         """Written to Redis now, before the answer is sent; its reply is checked after."""
         if self.settings.cache_ttl_s <= 0:
             return
-        storing = self.lean.start(
-            "SET", key, json.dumps(body, separators=(",", ":")), "EX", self.settings.cache_ttl_s
-        )
+        storing = self.lean.start("SET", key, answer, "EX", self.settings.cache_ttl_s)
         c.later.append(_logged(storing, "could not store a cached answer"))
 
-    async def _cache_put_similar(self, key: str, body: dict[str, Any], c: Call) -> None:
+    async def _cache_put_similar(self, key: str, answer: bytes, c: Call) -> None:
         """The answer and its semantic entry, stored before the answer is sent: a similar request next
         finds them."""
         if self.settings.cache_ttl_s <= 0 or c.vector is None:
             return
         try:
-            await self.lean.execute(
-                "SET", key, json.dumps(body, separators=(",", ":")), "EX", self.settings.cache_ttl_s
-            )
+            await self.lean.execute("SET", key, answer, "EX", self.settings.cache_ttl_s)
             space = semantic.namespace(c.caller.organization_id, c.route.alias, c.body)
             if await self.redis.hlen(space) < semantic.MAX_ENTRIES:
                 async with self.redis.pipeline(transaction=False) as pipe:
@@ -750,6 +749,10 @@ class Gateway:
             secret=c.caller.secret,
             ids=ids,
         )
+
+
+def _dumps(body: dict[str, Any] | None) -> bytes:
+    return json.dumps(body, separators=(",", ":")).encode()
 
 
 async def _raising(exc: Exception) -> Any:

@@ -50,6 +50,7 @@ class Outcome:
     response_model: str | None = None
     content: str = ""
     body: dict[str, Any] | None = None  # the whole answer (non-streaming, or assembled from a stream)
+    raw: bytes | None = None  # `body` as an OpenAI-compatible upstream sent it, to pass on unchanged
 
     @property
     def ttft_s(self) -> float | None:
@@ -226,6 +227,7 @@ async def call(
             "usage": _openai_usage(outcome),
         }
     else:
+        outcome.raw = raw
         outcome.read_usage(data.get("usage"))
         outcome.response_id, outcome.response_model = data.get("id"), data.get("model")
         choices = data.get("choices") or []
