@@ -95,6 +95,7 @@ class Call:
     downgraded_from: str | None = None
     cache_outcome: str = "miss"
     upstream_seconds: float = 0.0
+    escalated_cost: Decimal = Decimal(0)  # a cascade's cheap call that was not kept, still paid for
     vector: np.ndarray | None = None  # the conversation's embedding, once the semantic cache made it
     similarity: float | None = None  # a semantic hit's cosine similarity
     # The call's span ids, chosen up front so the upstream request can carry them (W3C trace context).
@@ -275,17 +276,17 @@ class Gateway:
         return answer
 
     def _reserve_soon(self, c: Call) -> Awaitable[Reservation]:
-        """The reservation of the call's worst-case cost, written to Redis now."""
-        target = c.route.targets[0]
-        estimate = cost(
-            target.upstream.provider,
-            target.model,
-            c.operation,
-            estimate_input_tokens(c.body),
-            max_output_tokens(c.body, c.operation, self.settings.default_max_tokens),
-        )
+        """The reservation of the call's worst-case cost, written to Redis now: its first target's, and
+        a cascade's cheap call before it."""
+        input_tokens = estimate_input_tokens(c.body)
+        output_tokens = max_output_tokens(c.body, c.operation, self.settings.default_max_tokens)
+        cascade = c.route.cascade
+        estimate = Decimal(0)
+        for target in [c.route.targets[0], *([cascade.first] if cascade else [])]:
+            price = cost(target.upstream.provider, target.model, c.operation, input_tokens, output_tokens)
+            estimate += price or Decimal(0)
         try:
-            return self.budgets.reserve_soon(c.caller.organization_id, c.attrs(), estimate or Decimal(0))
+            return self.budgets.reserve_soon(c.caller.organization_id, c.attrs(), estimate)
         except ReservationError as exc:
             return _raising(exc)
 
@@ -521,14 +522,7 @@ class Gateway:
             self._finish(c, outcome, partial)
 
     def _finish(self, c: Call, outcome: Outcome, partial: bool = False) -> None:
-        actual = cost(
-            outcome.target.upstream.provider,
-            outcome.target.model,
-            c.operation,
-            outcome.input_tokens,
-            outcome.output_tokens,
-            outcome.cached_tokens or 0,
-        )
+        actual = _actual_cost(c.operation, outcome)
         # A stream cut off before its usage arrived (the client left): the reservation keeps its estimate.
         self._close(c, actual, keep_estimate=partial and outcome.input_tokens is None)
         if outcome.input_tokens:
@@ -541,7 +535,9 @@ class Gateway:
         self._record(c, status=200, target=outcome.target, outcome=outcome, body=None)
 
     def _settle_part(self, c: Call, outcome: Outcome) -> None:
-        """A cascade's cheap call that was not kept still cost money: it is a call of its own."""
+        """A cascade's cheap call that was not kept still cost money: it is a call of its own, and its
+        cost is settled with the call's."""
+        c.escalated_cost += _actual_cost(c.operation, outcome) or Decimal(0)
         self._record(c, status=200, target=outcome.target, outcome=outcome, body=None, cascade="escalated")
 
     def _close(self, c: Call, actual: Decimal | None, keep_estimate: bool = False) -> None:
@@ -553,7 +549,8 @@ class Gateway:
         if keep_estimate:
             return  # the reservation expires on its own and counts its estimate until then
         try:
-            settling = self.budgets.settle_soon(c.caller.organization_id, held.id, actual or Decimal(0))
+            spent = (actual or Decimal(0)) + c.escalated_cost
+            settling = self.budgets.settle_soon(c.caller.organization_id, held.id, spent)
         except (RedisError, ReservationError):
             log.warning("could not settle reservation %s; it expires on its own", held.id, exc_info=True)
             return
@@ -749,6 +746,19 @@ class Gateway:
             secret=c.caller.secret,
             ids=ids,
         )
+
+
+def _actual_cost(operation: str, outcome: Outcome) -> Decimal | None:
+    """What an upstream call cost at catalogue prices, by the usage it reported."""
+    target = outcome.target
+    return cost(
+        target.upstream.provider,
+        target.model,
+        operation,
+        outcome.input_tokens,
+        outcome.output_tokens,
+        outcome.cached_tokens or 0,
+    )
 
 
 def _dumps(body: dict[str, Any] | None) -> bytes:

@@ -74,6 +74,10 @@ def routes_for(fake_url: str) -> dict[str, Any]:
                 "targets": ["fake/gpt-4o"],
                 "cascade": {"first": "fake/gpt-4o-mini", "escalate_on": ["finish_reason:length"]},
             },
+            "smart-priced": {
+                "targets": ["fake/gpt-4o"],
+                "cascade": {"first": "fake/gpt-4o-mini", "escalate_on": ["contains:escalate"]},
+            },
             "slow": {"targets": ["fake/gpt-4o-mini-slow"]},
             "claude": {"targets": ["claude/claude-3-5-haiku-latest"]},
             "embed": {"targets": ["fake/text-embedding-3-small"]},

@@ -102,6 +102,30 @@ def test_a_settled_call_counts_its_actual_cost(gateway, live_key):
     assert client().hlen(f"costline:budget:{budget.id}:reserved") == 0
 
 
+def test_an_escalated_cascade_settles_both_calls_and_reserves_for_both(gateway, live_key):
+    caller = live_key()
+    budget = publish_budget(caller.org, "1.00")
+
+    answer = gateway.post("/chat/completions", caller.key, ask("escalate me", model="smart-priced"))
+
+    assert answer.headers["x-costline-upstream"] == "fake/gpt-4o"
+    settled = client().hgetall(f"costline:budget:{budget.id}:settled")
+    both = cost("openai", "gpt-4o-mini", "chat", 11, 7) + cost("openai", "gpt-4o", "chat", 11, 7)
+    assert sum(int(v) for v in settled.values()) == int(both * Decimal("1e9"))
+
+    # The worst case is both calls: a limit that covers the expensive one's alone refuses the call.
+    body = ask("escalate again", model="smart-priced", max_tokens=100)
+    worst = [
+        cost("openai", model, "chat", estimate_input_tokens(body), max_output_tokens(body, "chat", 4096))
+        for model in ("gpt-4o", "gpt-4o-mini")
+    ]
+    other = live_key()
+    publish_budget(other.org, str(worst[0] + worst[1] / 2))
+    refused = gateway.post("/chat/completions", other.key, body)
+    assert refused.status_code == 429, refused.text
+    assert refused.json()["error"]["code"] == "budget_exceeded"
+
+
 def test_concurrent_calls_never_overspend_a_block_budget(gateway, live_key):
     caller = live_key()
     body = ask("slow and distinct 00", max_tokens=2000)
