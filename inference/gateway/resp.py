@@ -3,6 +3,10 @@
     redis = LeanRedis(settings.REDIS_URL)
     reply = await redis.execute("GET", key)
     reply = await redis.evalsha(script, keys, args)   # SCRIPT LOAD once, on NOSCRIPT
+    with redis.together():                            # written at the block's end, in one write
+        lookup = redis.start("GET", key)              # written now (or with the block), awaited later
+        reserving = redis.evalsha_soon(script, keys, args)
+    reply = await reserving
 
 Every call through the gateway runs two or three Redis commands (reserve, cache lookup, settle).
 redis-py's asyncio client spent about 200 µs of CPU on each (its pool, retry wrapper and stream reader)
