@@ -18,7 +18,7 @@ from decimal import Decimal
 from typing import Any
 
 from costline.budgets import reservations
-from costline.budgets.reservations import Reservation
+from costline.budgets.reservations import Reservation, ReservationError
 from costline.usage.pricing import TokenUsage, price_call
 from inference.gateway.resp import LeanRedis, Script
 
@@ -82,15 +82,16 @@ class Budgets:
         self._reserve = Script(reservations.RESERVE_SCRIPT)
         self._close = Script(reservations.CLOSE_SCRIPT)
 
-    async def reserve(self, tenant_id: int, attrs: dict[str, str], estimate: Decimal) -> Reservation:
-        """Raises redis.RedisError when Redis cannot be reached (nothing was reserved)."""
-        return await self.reserve_soon(tenant_id, attrs, estimate)
-
     def reserve_soon(
         self, tenant_id: int, attrs: dict[str, str], estimate: Decimal
     ) -> Awaitable[Reservation]:
-        """The reservation written to Redis now (as `LeanRedis.start`), its result awaited later."""
-        keys, args = reservations.reserve_request(tenant_id, attrs, estimate, self.ttl_s)
+        """The reservation written to Redis now (as `LeanRedis.start`), its result awaited later.
+        Awaiting raises redis.RedisError when Redis cannot be reached (nothing was reserved), and
+        ReservationError for a request the script would refuse (nothing was written)."""
+        try:
+            keys, args = reservations.reserve_request(tenant_id, attrs, estimate, self.ttl_s)
+        except ReservationError as exc:
+            return _raising(exc)
         reply = self.client.evalsha_soon(self._reserve, keys, args)
 
         async def result() -> Reservation:
@@ -98,13 +99,14 @@ class Budgets:
 
         return result()
 
-    async def settle(self, tenant_id: int, reservation_id: str, actual: Decimal) -> None:
-        await self.settle_soon(tenant_id, reservation_id, actual)
-
     def settle_soon(self, tenant_id: int, reservation_id: str, actual: Decimal) -> Awaitable[None]:
         """The settle written to Redis now, its result checked when the caller awaits what this returns
-        (after sending its answer: whatever reads the budget once the answer arrived sees it settled)."""
-        keys, args = reservations.close_request(tenant_id, reservation_id, actual, "settled")
+        (after sending its answer: whatever reads the budget once the answer arrived sees it settled).
+        Errors come out of the awaiting, as `reserve_soon`'s do."""
+        try:
+            keys, args = reservations.close_request(tenant_id, reservation_id, actual, "settled")
+        except ReservationError as exc:
+            return _raising(exc)
         reply = self.client.evalsha_soon(self._close, keys, args)
 
         async def checked() -> None:
@@ -112,6 +114,6 @@ class Budgets:
 
         return checked()
 
-    async def release(self, tenant_id: int, reservation_id: str) -> None:
-        keys, args = reservations.close_request(tenant_id, reservation_id, Decimal(0), "released")
-        reservations.close_result(reservation_id, await self.client.evalsha(self._close, keys, args))
+
+async def _raising(exc: Exception) -> Any:
+    raise exc

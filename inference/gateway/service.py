@@ -285,10 +285,7 @@ class Gateway:
         for target in [c.route.targets[0], *([cascade.first] if cascade else [])]:
             price = cost(target.upstream.provider, target.model, c.operation, input_tokens, output_tokens)
             estimate += price or Decimal(0)
-        try:
-            return self.budgets.reserve_soon(c.caller.organization_id, c.attrs(), estimate)
-        except ReservationError as exc:
-            return _raising(exc)
+        return self.budgets.reserve_soon(c.caller.organization_id, c.attrs(), estimate)
 
     async def _reserved(self, c: Call, reserving: Awaitable[Reservation]) -> Answer | None:
         """None when the reservation admits the call (perhaps downgraded), else the refusal."""
@@ -548,12 +545,8 @@ class Gateway:
         c.reservation = None
         if keep_estimate:
             return  # the reservation expires on its own and counts its estimate until then
-        try:
-            spent = (actual or Decimal(0)) + c.escalated_cost
-            settling = self.budgets.settle_soon(c.caller.organization_id, held.id, spent)
-        except (RedisError, ReservationError):
-            log.warning("could not settle reservation %s; it expires on its own", held.id, exc_info=True)
-            return
+        spent = (actual or Decimal(0)) + c.escalated_cost
+        settling = self.budgets.settle_soon(c.caller.organization_id, held.id, spent)
         c.later.append(_logged(settling, "could not settle reservation %s; it expires on its own", held.id))
 
     # --- what is told ----------------------------------------------------------------------------------
@@ -763,10 +756,6 @@ def _actual_cost(operation: str, outcome: Outcome) -> Decimal | None:
 
 def _dumps(body: dict[str, Any] | None) -> bytes:
     return json.dumps(body, separators=(",", ":")).encode()
-
-
-async def _raising(exc: Exception) -> Any:
-    raise exc
 
 
 async def _logged(reply: Awaitable[Any], message: str, *args: Any) -> None:
